@@ -1,0 +1,5 @@
+"""`python -m switchpoint` runs the CLI."""
+
+from switchpoint.cli import main
+
+main()

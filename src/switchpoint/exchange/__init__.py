@@ -1,0 +1,20 @@
+"""The pipeline a call runs through: options → auth → plan (by the surface) → attempts → relay → log."""
+
+from switchpoint.exchange.core import Exchange, Runtime, Target, uuid7
+from switchpoint.exchange.options import RequestOptions, parse_options
+from switchpoint.exchange.pipeline import attempt, authenticate, upstream_headers
+from switchpoint.exchange.relay import gateway_headers, relay
+
+__all__ = [
+    "Exchange",
+    "RequestOptions",
+    "Runtime",
+    "Target",
+    "attempt",
+    "authenticate",
+    "gateway_headers",
+    "parse_options",
+    "relay",
+    "upstream_headers",
+    "uuid7",
+]

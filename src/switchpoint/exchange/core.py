@@ -1,0 +1,139 @@
+"""The per-call `Exchange`, the `Runtime` it runs against, and the log record it becomes.
+
+One Exchange carries a call from socket to log record; every stage reads it and adds to it, and
+nothing else holds per-call state.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from multidict import CIMultiDict
+
+from switchpoint.auth import Snapshot
+from switchpoint.config import Config, GatewayConfig
+from switchpoint.exchange.options import RequestOptions
+from switchpoint.formats.usage import Usage
+from switchpoint.providers.base import Dialect, Provider
+from switchpoint.providers.registry import Registry
+from switchpoint.upstream import Upstream
+
+# Bodies larger than this are logged truncated, as Cloudflare does at 10 MB.
+MAX_LOGGED_BODY = 10 * 1024 * 1024
+_RAND_B_MASK = (1 << 62) - 1
+
+
+def uuid7() -> str:
+    """RFC 9562 UUIDv7 (time-ordered) as lowercase text, the shape of Cloudflare's `cf-aig-log-id`."""
+    ms = time.time_ns() // 1_000_000
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = (ms << 80) | (0x7 << 76) | (((rand >> 62) & 0xFFF) << 64) | (0b10 << 62) | (rand & _RAND_B_MASK)
+    h = f"{value:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+@dataclass(slots=True)
+class Runtime:
+    """What every call needs, built once by the composition root; `snapshot` is swapped on change."""
+
+    config: Config
+    registry: Registry
+    upstream: Upstream
+    submit_log: Callable[[dict[str, Any]], None]
+    snapshot: Snapshot = field(default_factory=Snapshot)
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One concrete upstream request: where it goes and what it carries."""
+
+    provider: Provider
+    url: str
+    body: bytes
+    model: str | None
+    path: str  # the provider-relative path, for stream-terminator rules
+    headers: CIMultiDict[str] | None = None  # extra headers for this target only (universal steps)
+
+
+@dataclass(slots=True)
+class Exchange:
+    runtime: Runtime
+    gateway_id: str
+    gateway: GatewayConfig
+    account: str
+    surface: str  # passthrough | compat | universal
+    method: str
+    path: str
+    options: RequestOptions
+    client_dialect: str  # "cloudflare" | "openai" | "anthropic": how gateway errors are rendered
+    body: bytes = b""
+    user_agent: str | None = None
+    log_id: str = field(default_factory=uuid7)
+    created_at: float = field(default_factory=time.time)
+    started: float = field(default_factory=time.perf_counter)
+    provider: str | None = None
+    model: str | None = None
+    stream: bool = False
+    status: int = 0
+    attempts: int = 0
+    step: int | None = None
+    ttfb: float | None = None
+    usage: Usage | None = None
+    response_body: bytes | None = None
+    response_size: int = 0
+    error: str | None = None
+    stream_dialect: Dialect | None = None
+
+    @property
+    def event_id(self) -> str:
+        return self.options.event_id or self.log_id
+
+    def mark_first_byte(self) -> None:
+        if self.ttfb is None:
+            self.ttfb = time.perf_counter() - self.started
+
+    def log_record(self) -> dict[str, Any]:
+        """The row for the log store; bodies only when payload collection is on."""
+        payload = self.options.collect_payload
+        usage = self.usage or Usage()
+        return {
+            "id": self.log_id,
+            "created_at": self.created_at,
+            "gateway": self.gateway_id,
+            "account": self.account,
+            "provider": self.provider,
+            "model": self.model,
+            "method": self.method,
+            "path": self.path,
+            "surface": self.surface,
+            "status_code": self.status,
+            "success": 200 <= self.status < 300 and self.error is None,
+            "cached": False,
+            "stream": self.stream,
+            "attempts": self.attempts,
+            "step": self.step,
+            "tokens_in": usage.tokens_in,
+            "tokens_out": usage.tokens_out,
+            "cost": None,
+            "custom_cost": False,
+            "duration_ms": (time.perf_counter() - self.started) * 1000,
+            "ttfb_ms": self.ttfb * 1000 if self.ttfb is not None else None,
+            "event_id": self.event_id,
+            "metadata": self.options.metadata,
+            "request_body": self.body[:MAX_LOGGED_BODY] if payload else None,
+            "response_body": self.response_body[:MAX_LOGGED_BODY]
+            if payload and self.response_body is not None
+            else None,
+            "request_size": len(self.body),
+            "response_size": self.response_size,
+            "error": self.error,
+            "user_agent": self.user_agent,
+        }
+
+    def finish(self) -> None:
+        if self.options.collect_log:
+            self.runtime.submit_log(self.log_record())

@@ -1,0 +1,102 @@
+"""The per-request `cf-aig-*` headers, validated once into a frozen `RequestOptions`.
+
+A bad value is a 400 naming the header, never a silent default: callers asked for something specific.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from switchpoint.config import GatewayConfig
+from switchpoint.errors import BadRequest
+from switchpoint.routing.attempts import MAX_ATTEMPTS, MAX_DELAY_MS, Backoff, RetryPolicy
+
+MAX_METADATA_KEYS = 5
+MAX_EVENT_ID = 256
+_BACKOFFS: tuple[Backoff, ...] = ("constant", "linear", "exponential")
+
+
+@dataclass(frozen=True, slots=True)
+class RequestOptions:
+    retry: RetryPolicy
+    metadata: dict[str, Any] | None
+    collect_log: bool
+    collect_payload: bool
+    event_id: str | None
+    byok_alias: str | None
+
+
+def _int_header(headers: Mapping[str, str], name: str, low: int, high: int | None) -> int | None:
+    raw = headers.get(name)
+    if raw is None:
+        return None
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise BadRequest(f"{name} must be an integer, got {raw!r}") from None
+    if value < low or (high is not None and value > high):
+        bound = f"between {low} and {high}" if high is not None else f"at least {low}"
+        raise BadRequest(f"{name} must be {bound}, got {value}")
+    return value
+
+
+def _bool_header(headers: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = headers.get(name)
+    if raw is None:
+        return default
+    value = raw.strip().lower()
+    if value not in ("true", "false"):
+        raise BadRequest(f"{name} must be 'true' or 'false', got {raw!r}")
+    return value == "true"
+
+
+def parse_metadata(raw: str | None) -> dict[str, Any] | None:
+    """`cf-aig-metadata`: a flat JSON object of at most 5 scalar values; `cf.*` keys are reserved."""
+    if raw is None:
+        return None
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise BadRequest("cf-aig-metadata must be a JSON object") from None
+    if not isinstance(value, dict):
+        raise BadRequest("cf-aig-metadata must be a JSON object")
+    if len(value) > MAX_METADATA_KEYS:
+        raise BadRequest(f"cf-aig-metadata has {len(value)} keys; at most {MAX_METADATA_KEYS} are allowed")
+    for key, item in value.items():
+        if isinstance(item, dict | list):
+            raise BadRequest(f"cf-aig-metadata value of {key!r} must be a string, number or boolean")
+    return {k: v for k, v in value.items() if not k.startswith("cf.")}
+
+
+def _retry(headers: Mapping[str, str], gateway: GatewayConfig) -> RetryPolicy:
+    backoff = headers.get("cf-aig-backoff", gateway.retries.backoff).strip().lower()
+    if backoff not in _BACKOFFS:
+        raise BadRequest(f"cf-aig-backoff must be one of {', '.join(_BACKOFFS)}, got {backoff!r}")
+    attempts = _int_header(headers, "cf-aig-max-attempts", 1, MAX_ATTEMPTS)
+    delay = _int_header(headers, "cf-aig-retry-delay", 0, MAX_DELAY_MS)
+    timeout = _int_header(headers, "cf-aig-request-timeout", 1, None)
+    return RetryPolicy(
+        max_attempts=attempts if attempts is not None else gateway.retries.max_attempts,
+        delay_ms=delay if delay is not None else gateway.retries.delay_ms,
+        backoff=backoff,  # checked against _BACKOFFS above
+        first_byte_timeout_ms=timeout if timeout is not None else gateway.request_timeout_ms,
+    )
+
+
+def parse_options(headers: Mapping[str, str], gateway: GatewayConfig) -> RequestOptions:
+    event_id = headers.get("cf-aig-event-id")
+    if event_id is not None and len(event_id) > MAX_EVENT_ID:
+        raise BadRequest(f"cf-aig-event-id is longer than {MAX_EVENT_ID} characters")
+    collect = _bool_header(headers, "cf-aig-collect-log", gateway.collect_logs)
+    return RequestOptions(
+        retry=_retry(headers, gateway),
+        metadata=parse_metadata(headers.get("cf-aig-metadata")),
+        collect_log=collect,
+        collect_payload=_bool_header(headers, "cf-aig-collect-log-payload", True),
+        event_id=event_id,
+        byok_alias=headers.get("cf-aig-byok-alias"),
+    )

@@ -1,0 +1,107 @@
+"""Writing an upstream answer to the client: whole bodies as they are, streams chunk by chunk.
+
+Bytes are copied, never re-encoded; usage is read on the side. A stream that breaks or ends without
+its terminator gets an error event in its own dialect, so no client mistakes it for a complete answer.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from switchpoint.errors import GatewayError, UpstreamError, UpstreamTruncated
+from switchpoint.exchange.core import MAX_LOGGED_BODY, Exchange, Target
+from switchpoint.formats import anthropic, openai
+from switchpoint.formats.usage import StreamUsageTap, usage_from_body
+from switchpoint.providers.base import Dialect
+from switchpoint.upstream import UpstreamAnswer
+
+_DROP_RESPONSE = frozenset(
+    {"connection", "keep-alive", "transfer-encoding", "content-length", "server", "date", "trailer",
+     "upgrade", "proxy-authenticate"}
+)  # fmt: skip
+_TAIL = 96
+
+
+def response_headers(upstream: CIMultiDictProxy[str], ex: Exchange) -> CIMultiDict[str]:
+    out: CIMultiDict[str] = CIMultiDict()
+    for name, value in upstream.items():
+        if name.lower() not in _DROP_RESPONSE:
+            out.add(name, value)
+    gateway_headers(out, ex)
+    return out
+
+
+def gateway_headers(out: CIMultiDict[str], ex: Exchange) -> None:
+    out["cf-aig-log-id"] = ex.log_id
+    out["cf-aig-request-id"] = ex.log_id
+    out["cf-aig-event-id"] = ex.event_id
+    if ex.surface == "universal" and ex.step is not None:
+        out["cf-aig-step"] = str(ex.step)
+
+
+def terminator(target: Target) -> bytes | None:
+    """The marker a complete chat stream ends with, when this path is one we know the shape of."""
+    path = target.path
+    if target.provider.dialect is Dialect.ANTHROPIC and path.endswith("messages"):
+        return anthropic.STREAM_STOP
+    if path.endswith("chat/completions") or "@cf/" in path or "@hf/" in path:
+        return openai.STREAM_DONE
+    return None
+
+
+def stream_error_event(dialect: Dialect, err: GatewayError) -> bytes:
+    if dialect is Dialect.ANTHROPIC:
+        return anthropic.stream_error_event(err.status, err.message)
+    return openai.stream_error_event(err.message, err.openai_type, err.cf_code)
+
+
+async def relay(ex: Exchange, request: web.Request, target: Target, answer: UpstreamAnswer) -> web.StreamResponse:
+    ex.status = answer.status
+    ex.mark_first_byte()
+    headers = response_headers(answer.headers, ex)
+    if answer.headers.get("content-type", "").startswith("text/event-stream"):
+        ex.stream = True
+        return await _relay_stream(ex, request, target, answer, headers)
+    body = await answer.read()
+    ex.response_body = body
+    ex.response_size = len(body)
+    if 200 <= answer.status < 300:
+        ex.usage = usage_from_body(body)
+    return web.Response(status=answer.status, body=body, headers=headers)
+
+
+async def _relay_stream(
+    ex: Exchange, request: web.Request, target: Target, answer: UpstreamAnswer, headers: CIMultiDict[str]
+) -> web.StreamResponse:
+    response = web.StreamResponse(status=answer.status, headers=headers)
+    await response.prepare(request)
+    tap = StreamUsageTap()
+    captured: list[bytes] = []
+    size = 0
+    tail = b""
+    try:
+        async for chunk in answer.chunks():
+            await response.write(chunk)
+            tap.feed(chunk)
+            if size < MAX_LOGGED_BODY:
+                captured.append(chunk)
+            size += len(chunk)
+            tail = (tail + chunk)[-_TAIL:]
+        end = terminator(target) if answer.status < 300 else None
+        if end is not None and end not in tail:
+            raise UpstreamTruncated()
+    except UpstreamError as err:
+        ex.error = err.message
+        await response.write(stream_error_event(target.provider.dialect, err))
+    except ConnectionResetError:
+        ex.error = "client disconnected"
+        ex.status = 499
+        answer.release()
+        return response
+    finally:
+        ex.usage = tap.usage()
+        ex.response_body = b"".join(captured)
+        ex.response_size = size
+    await response.write_eof()
+    return response

@@ -1,0 +1,1 @@
+"""Wire formats as pure functions over bytes and dicts: no HTTP, no I/O."""

@@ -1,0 +1,33 @@
+"""Anthropic dialect: error bodies and the `error` stream event."""
+
+from __future__ import annotations
+
+import orjson
+
+STREAM_STOP = b"message_stop"
+
+_TYPE_BY_STATUS = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    529: "overloaded_error",
+}
+
+
+def error_type(status: int) -> str:
+    return _TYPE_BY_STATUS.get(status, "api_error")
+
+
+def error_body(status: int, message: str) -> bytes:
+    return orjson.dumps({"type": "error", "error": {"type": error_type(status), "message": message}})
+
+
+def stream_error_event(status: int, message: str) -> bytes:
+    return b"event: error\ndata: " + error_body(status, message) + b"\n\n"
+
+
+def stream_finished(tail: bytes) -> bool:
+    return STREAM_STOP in tail

@@ -1,0 +1,1 @@
+"""Choosing and trying upstream targets: pure decisions over injected I/O."""
