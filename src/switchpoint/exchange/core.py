@@ -7,6 +7,7 @@ nothing else holds per-call state.
 from __future__ import annotations
 
 import os
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,12 +26,15 @@ from switchpoint.upstream import Upstream
 # Bodies larger than this are logged truncated, as Cloudflare does at 10 MB.
 MAX_LOGGED_BODY = 10 * 1024 * 1024
 _RAND_B_MASK = (1 << 62) - 1
+_rng = random.Random()  # seeded from os.urandom, and again in every forked worker so ids never repeat
+os.register_at_fork(after_in_child=_rng.seed)
+_random_bits = _rng.getrandbits
 
 
 def uuid7() -> str:
     """RFC 9562 UUIDv7 (time-ordered) as lowercase text, the shape of Cloudflare's `cf-aig-log-id`."""
     ms = time.time_ns() // 1_000_000
-    rand = int.from_bytes(os.urandom(10), "big")
+    rand = _random_bits(74)  # ids need uniqueness, not secrecy: no syscall per call
     value = (ms << 80) | (0x7 << 76) | (((rand >> 62) & 0xFFF) << 64) | (0b10 << 62) | (rand & _RAND_B_MASK)
     h = f"{value:032x}"
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
