@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import uvloop
 from aiohttp import web
 
 from switchpoint import auth
@@ -60,7 +61,7 @@ class GatewayStack:
 
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir
-        self.loop = asyncio.new_event_loop()
+        self.loop = uvloop.new_event_loop()  # what `switchpoint serve` runs on
         self._thread = threading.Thread(target=self.loop.run_forever, name="gateway-stack", daemon=True)
         self.upstreams: Upstreams | None = None
         self._runner: web.AppRunner | None = None

@@ -6,8 +6,10 @@ its terminator gets an error event in its own dialect, so no client mistakes it 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from aiohttp import web
-from multidict import CIMultiDict, CIMultiDictProxy
+from multidict import CIMultiDict
 
 from switchpoint.errors import GatewayError, UpstreamError, UpstreamTruncated
 from switchpoint.exchange.core import MAX_LOGGED_BODY, Exchange, Target
@@ -23,7 +25,7 @@ _DROP_RESPONSE = frozenset(
 _TAIL = 96
 
 
-def response_headers(upstream: CIMultiDictProxy[str], ex: Exchange) -> CIMultiDict[str]:
+def response_headers(upstream: Mapping[str, str], ex: Exchange) -> CIMultiDict[str]:
     out: CIMultiDict[str] = CIMultiDict()
     for name, value in upstream.items():
         if name.lower() not in _DROP_RESPONSE:

@@ -37,10 +37,11 @@ async def _plan(ex: Exchange, request: web.Request) -> web.StreamResponse:
     provider = runtime.registry.get(slug)
     if provider is None:
         raise InvalidProvider(f"Invalid provider: '{slug}'")
-    rest = request.match_info["rest"]
+    raw_path, _, raw_query = request.raw_path.partition("?")
+    rest = raw_path.split("/", 5)[5] if raw_path.count("/") >= 5 else ""  # as sent, still percent-encoded
     ex.provider = provider.name
     ex.model, ex.stream = _peek_model(ex.body, rest)
-    url = provider.upstream_url(ex.account, rest, request.query_string)
+    url = provider.upstream_url(ex.account, rest, raw_query)
     target = Target(provider=provider, url=url, body=ex.body, model=ex.model, path=rest)
     target, answer = await attempt(ex, request.headers, [(target, ex.options.retry)])
     try:
