@@ -1,0 +1,367 @@
+"""Call-log persistence that never blocks the hot path: a bounded queue drained in one-transaction batches.
+
+Whatever the database cannot take right now goes to an NDJSON spool beside it and is replayed later, so a
+record is only ever lost when the spool itself cannot be written (counted as `dropped` and logged).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import orjson
+from sqlalchemy import insert, select
+from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from switchpoint.store.tables import BINARY_LOG_COLUMNS, LOG_COLUMNS, logs
+
+_log = logging.getLogger("switchpoint.logs")
+_B64 = "$b64"
+_BACKOFF_MIN = 0.5
+_BACKOFF_MAX = 10.0
+# The database is unreachable or unusable as a whole: keep the records and retry later.
+_DB_DOWN = (OperationalError, InterfaceError, DisconnectionError, PoolTimeout, OSError)
+
+Record = dict[str, Any]
+
+
+def _encode_bytes(value: Any) -> Any:
+    if isinstance(value, bytes | bytearray | memoryview):
+        return {_B64: base64.b64encode(value).decode()}
+    raise TypeError(f"cannot store {type(value).__name__} in a log record")
+
+
+def encode_record(record: Record) -> bytes:
+    """One spool line: JSON with bytes as `{"$b64": ...}`, newline-terminated."""
+    return orjson.dumps(record, default=_encode_bytes, option=orjson.OPT_APPEND_NEWLINE)
+
+
+def decode_record(line: bytes) -> Record:
+    """Invert `encode_record` exactly (only the body columns can hold bytes)."""
+    record: Record = orjson.loads(line)
+    for name in BINARY_LOG_COLUMNS:
+        value = record.get(name)
+        if isinstance(value, dict) and _B64 in value:
+            record[name] = base64.b64decode(value[_B64])
+    return record
+
+
+def _row(record: Record) -> Record:
+    """Exactly the `logs` columns, so every row of an executemany has the same keys."""
+    row = {name: record.get(name) for name in LOG_COLUMNS}
+    if row["custom_cost"] is None:
+        row["custom_cost"] = False
+    return row
+
+
+def _read_chunk(path: Path, offset: int, limit: int) -> tuple[list[Record], list[bytes], int] | None:
+    """Up to `limit` records from `offset`: (records, undecodable lines, next offset); None at the end."""
+    records: list[Record] = []
+    bad: list[bytes] = []
+    with path.open("rb") as f:
+        f.seek(offset)
+        for line in f:
+            try:
+                records.append(_row(decode_record(line)))
+            except (ValueError, TypeError, AttributeError):
+                bad.append(line)
+            if len(records) + len(bad) >= limit:
+                break
+        end = f.tell()
+    return None if end == offset else (records, bad, end)
+
+
+def _open_append(path: Path) -> int:
+    """An O_APPEND descriptor on a private (0600) file, creating its directory (0700) when needed."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _file_size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:  # missing, or its directory is not one: nothing spooled there
+        return 0
+
+
+class LogWriter:
+    """Accepts log records with `submit`, writes them in batches, spools them when the store is down.
+
+    One writer per spool file: with several worker processes, give each its own `spool_path`.
+    """
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        spool_path: Path,
+        *,
+        queue_size: int = 50000,
+        batch_size: int = 500,
+        flush_interval: float = 0.2,
+    ) -> None:
+        self._engine = engine
+        self._spool = Path(spool_path)
+        self._draining = self._spool.with_name(self._spool.name + ".draining")
+        self.rejected_path = self._spool.with_name(self._spool.name + ".rejected")
+        self._queue: asyncio.Queue[Record | None] = asyncio.Queue(maxsize=queue_size)
+        self._batch_size = batch_size
+        self._flush_interval = flush_interval
+        self._counts = dict.fromkeys(("accepted", "written", "spooled", "dropped", "rejected"), 0)
+        self._batch: list[Record] = []  # the batch being collected, spooled if cancelled mid-way
+        self._drain_offset = 0
+        self._spool_fd: int | None = None
+        self._db_down = self._idle = self._closing = self._closed = self._queue_drained = False
+        self._spool_wake = asyncio.Event()
+        self._close_wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def counters(self) -> dict[str, int]:
+        """accepted = written + rejected + dropped + queue_depth + records still in the spool (at rest)."""
+        spool_bytes = _file_size(self._spool) + max(0, _file_size(self._draining) - self._drain_offset)
+        return {**self._counts, "queue_depth": self._queue.qsize(), "spool_bytes": spool_bytes}
+
+    def submit(self, record: Record) -> None:
+        """Queue one record; never blocks or raises. The caller must not mutate it afterwards."""
+        self._counts["accepted"] += 1
+        if not self._closing:
+            try:
+                self._queue.put_nowait(record)
+                return
+            except asyncio.QueueFull:
+                pass
+        self._spool_records([record])
+
+    async def start(self) -> None:
+        if not self._tasks:
+            self._tasks = [asyncio.create_task(self._drain_loop()), asyncio.create_task(self._spool_loop())]
+
+    async def close(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109 - the bound is part of the API
+        """Write out the queue and the spool; after `timeout` seconds whatever is left stays in the spool."""
+        if self._closed:
+            return
+        self._closing = True
+        self._close_wake.set()
+        self._spool_wake.set()
+        if self._idle:
+            with contextlib.suppress(asyncio.QueueFull):
+                self._queue.put_nowait(None)  # wakes the drain loop waiting for its first record
+        try:
+            async with asyncio.timeout(timeout):
+                for task in self._tasks:
+                    await asyncio.wait([task])
+        except TimeoutError:
+            _log.warning("log writer closed before the store took everything; the rest stays in %s", self._spool)
+        await self._stop_tasks()
+        self._closed = True
+
+    async def _stop_tasks(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+            await asyncio.wait([task])
+        batch, self._batch = self._batch, []
+        self._spool_records(batch + [r for r in self._take_queue() if r is not None])
+        if self._spool_fd is not None:
+            os.close(self._spool_fd)
+            self._spool_fd = None
+
+    def _take_queue(self) -> Iterable[Record | None]:
+        while not self._queue.empty():
+            yield self._queue.get_nowait()
+
+    # -- the queue side -------------------------------------------------------------------------------
+
+    async def _drain_loop(self) -> None:
+        while not (self._closing and self._queue.empty()):
+            await self._collect()
+            batch, self._batch = self._batch, []
+            if batch:
+                await self._persist(batch)
+        self._queue_drained = True
+        self._spool_wake.set()
+
+    async def _collect(self) -> None:
+        """Fill `self._batch`: wait for one record, then at most `flush_interval` for up to `batch_size`."""
+        self._idle = True
+        try:
+            first = await self._queue.get()
+        finally:
+            self._idle = False
+        deadline = asyncio.get_running_loop().time() + self._flush_interval
+        record = first
+        while record is not None:
+            self._batch.append(record)
+            if len(self._batch) >= self._batch_size:
+                return
+            record = self._queue.get_nowait() if not self._queue.empty() else await self._next_record(deadline)
+
+    async def _next_record(self, deadline: float) -> Record | None:
+        """The next record if one arrives before `deadline` (and the writer is not closing), else None."""
+        remaining = deadline - asyncio.get_running_loop().time()
+        if remaining <= 0 or self._closing:
+            return None
+        try:
+            return await asyncio.wait_for(self._queue.get(), remaining)
+        except TimeoutError:
+            return None
+
+    async def _persist(self, batch: list[Record]) -> None:
+        rows = [_row(r) for r in batch]
+        if self._db_down and self._spool_pending():  # the spool loop is probing; do not hammer the store
+            self._spool_records(rows)
+            return
+        try:
+            written = await self._store(rows, dedupe=False)
+            self._counts["written"] += written  # not `+= await`: that would read the count before awaiting
+        except asyncio.CancelledError:
+            self._spool_records(rows)  # the insert may have committed: replay skips ids already stored
+            raise
+        except Exception as exc:
+            # The one broad catch: whatever failed (driver, network, disk, a bug), the records must land
+            # on disk rather than vanish; the spool loop replays them once the store accepts writes.
+            self._mark_down(exc)
+            self._spool_records(rows)
+
+    # -- the database side ----------------------------------------------------------------------------
+
+    async def _store(self, rows: list[Record], *, dedupe: bool) -> int:
+        try:
+            return await self._insert(rows, dedupe=dedupe)
+        except _DB_DOWN:
+            raise
+        except SQLAlchemyError:  # the store refused a record itself: find it and set it aside
+            return await self._store_each(rows)
+
+    async def _store_each(self, rows: list[Record]) -> int:
+        written = 0
+        for row in rows:
+            try:
+                written += await self._insert([row], dedupe=True)
+            except _DB_DOWN:
+                raise
+            except SQLAlchemyError as exc:
+                self._reject(encode_record(row), f"{row.get('id')}: {exc}")
+        return written
+
+    async def _insert(self, rows: list[Record], *, dedupe: bool) -> int:
+        """One transaction, one executemany; `dedupe` skips ids already stored (a replay after a doubt)."""
+        async with self._engine.begin() as conn:
+            fresh = await self._unstored(conn, rows) if dedupe else rows
+            if fresh:
+                await conn.execute(insert(logs), fresh)
+        return len(rows)
+
+    @staticmethod
+    async def _unstored(conn: AsyncConnection, rows: list[Record]) -> list[Record]:
+        ids = [r["id"] for r in rows]
+        stored = set((await conn.scalars(select(logs.c.id).where(logs.c.id.in_(ids)))).all())
+        return [r for r in rows if r["id"] not in stored]
+
+    def _mark_down(self, exc: BaseException) -> None:
+        if not self._db_down:
+            _log.warning("log store unavailable (%s); spooling records to %s", exc, self._spool)
+        self._db_down = True
+
+    # -- the spool side -------------------------------------------------------------------------------
+
+    def _spool_records(self, records: list[Record]) -> None:
+        lines: list[bytes] = []
+        for record in records:
+            try:
+                lines.append(encode_record(record))
+            except TypeError as exc:
+                self._drop(1, f"unencodable log record {record.get('id')}: {exc}")
+        if not lines:
+            return
+        try:
+            self._append(b"".join(lines))
+        except OSError as exc:
+            self._drop(len(lines), f"cannot write the log spool {self._spool}: {exc}")
+            return
+        self._counts["spooled"] += len(lines)
+        self._spool_wake.set()
+
+    def _append(self, data: bytes) -> None:
+        if self._spool_fd is None:
+            self._spool_fd = _open_append(self._spool)
+        _write_all(self._spool_fd, data)
+
+    def _drop(self, count: int, why: str) -> None:
+        self._counts["dropped"] += count
+        _log.error("dropped %d log record(s): %s", count, why)
+
+    def _reject(self, line: bytes, why: str) -> None:
+        """Keep a record the store refuses in `rejected_path`, so it neither blocks the spool nor vanishes."""
+        try:
+            fd = _open_append(self.rejected_path)
+            try:
+                _write_all(fd, line if line.endswith(b"\n") else line + b"\n")
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            self._drop(1, f"cannot write {self.rejected_path}: {exc}")
+            return
+        self._counts["rejected"] += 1
+        _log.error("log record refused by the store, kept in %s: %s", self.rejected_path, why)
+
+    def _spool_pending(self) -> bool:
+        return self._draining.exists() or _file_size(self._spool) > 0
+
+    async def _spool_loop(self) -> None:
+        delay = _BACKOFF_MIN
+        while True:
+            if not self._spool_pending():
+                if self._queue_drained:
+                    return
+                self._spool_wake.clear()
+                await self._spool_wake.wait()
+                continue
+            try:
+                await self._drain_spool()
+                delay = _BACKOFF_MIN
+            except Exception as exc:  # same reason as in _persist: keep the spool, retry later
+                self._mark_down(exc)
+                await self._pause(delay)
+                delay = min(delay * 2, _BACKOFF_MAX)
+
+    async def _pause(self, delay: float) -> None:
+        """Back off, cut short once when `close` starts so it gets an immediate final attempt."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._close_wake.wait(), delay)
+        self._close_wake.clear()
+
+    async def _drain_spool(self) -> None:
+        """Rename the spool aside (new records start a fresh file), then replay it batch by batch."""
+        if not self._draining.exists():
+            if self._spool_fd is not None:
+                os.close(self._spool_fd)
+                self._spool_fd = None
+            os.replace(self._spool, self._draining)
+            self._drain_offset = 0
+        while chunk := await asyncio.to_thread(_read_chunk, self._draining, self._drain_offset, self._batch_size):
+            records, bad, end = chunk
+            if records:
+                written = await self._store(records, dedupe=True)
+                self._counts["written"] += written
+            for line in bad:  # only once the chunk is through, so a retry does not set them aside twice
+                self._reject(line, "undecodable spool line")
+            if self._db_down:
+                _log.warning("log store reachable again; draining %s", self._draining)
+                self._db_down = False
+            self._drain_offset = end
+        self._draining.unlink()
+        self._drain_offset = 0

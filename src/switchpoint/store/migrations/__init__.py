@@ -1,0 +1,1 @@
+"""Alembic environment for the store; `db.migrate` points Alembic here without any alembic.ini."""

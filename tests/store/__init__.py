@@ -1,0 +1,1 @@
+"""Tests of the durable store: schema and migrations, secrets, credential rows, the log writer."""
