@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import multiprocessing
 import os
@@ -126,6 +127,10 @@ async def serve_forever(config: Config, host: str, port: int, worker_index: int 
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_port=True, backlog=4096)
     await site.start()
+    # Start-up objects (modules, config, SQLAlchemy metadata) live forever: keep them out of every GC pass,
+    # or full collections walk them all and stall streams for tens of milliseconds.
+    gc.collect()
+    gc.freeze()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -14,7 +14,7 @@ from multidict import CIMultiDict
 from switchpoint.errors import GatewayError, UpstreamError, UpstreamTruncated
 from switchpoint.exchange.core import MAX_LOGGED_BODY, Exchange, Target
 from switchpoint.formats import anthropic, openai
-from switchpoint.formats.usage import StreamUsageTap, usage_from_body
+from switchpoint.formats.usage import usage_from_body, usage_from_sse
 from switchpoint.providers.base import Dialect
 from switchpoint.upstream import UpstreamAnswer
 
@@ -23,6 +23,7 @@ _DROP_RESPONSE = frozenset(
      "upgrade", "proxy-authenticate"}
 )  # fmt: skip
 _TAIL = 96
+_TAIL_KEPT = 64 * 1024
 
 
 def response_headers(upstream: Mapping[str, str], ex: Exchange) -> CIMultiDict[str]:
@@ -76,22 +77,16 @@ async def relay(ex: Exchange, request: web.Request, target: Target, answer: Upst
 async def _relay_stream(
     ex: Exchange, request: web.Request, target: Target, answer: UpstreamAnswer, headers: CIMultiDict[str]
 ) -> web.StreamResponse:
+    """Copy chunks as they come; only keep them (bounded) for the log and the usage read at the end."""
     response = web.StreamResponse(status=answer.status, headers=headers)
     await response.prepare(request)
-    tap = StreamUsageTap()
-    captured: list[bytes] = []
-    size = 0
-    tail = b""
+    kept = _Kept()
     try:
         async for chunk in answer.chunks():
             await response.write(chunk)
-            tap.feed(chunk)
-            if size < MAX_LOGGED_BODY:
-                captured.append(chunk)
-            size += len(chunk)
-            tail = (tail + chunk)[-_TAIL:]
+            kept.add(chunk)
         end = terminator(target) if answer.status < 300 else None
-        if end is not None and end not in tail:
+        if end is not None and end not in kept.tail():
             raise UpstreamTruncated()
     except UpstreamError as err:
         ex.error = err.message
@@ -102,8 +97,46 @@ async def _relay_stream(
         answer.release()
         return response
     finally:
-        ex.usage = tap.usage()
-        ex.response_body = b"".join(captured)
-        ex.response_size = size
+        body = kept.body()
+        ex.usage = usage_from_sse(body)
+        ex.response_body = body
+        ex.response_size = kept.size
     await response.write_eof()
     return response
+
+
+class _Kept:
+    """The stream's first MAX_LOGGED_BODY bytes, plus a bounded tail past that (where the final usage is)."""
+
+    __slots__ = ("head", "overflow", "overflow_size", "size")
+
+    def __init__(self) -> None:
+        self.head: list[bytes] = []
+        self.overflow: list[bytes] = []
+        self.overflow_size = 0
+        self.size = 0
+
+    def add(self, chunk: bytes) -> None:
+        if self.size < MAX_LOGGED_BODY:
+            self.head.append(chunk)
+        else:
+            self.overflow.append(chunk)
+            self.overflow_size += len(chunk)
+            if self.overflow_size > 2 * _TAIL_KEPT:
+                joined = b"".join(self.overflow)[-_TAIL_KEPT:]
+                self.overflow, self.overflow_size = [joined], len(joined)
+        self.size += len(chunk)
+
+    def body(self) -> bytes:
+        return b"".join(self.head + self.overflow)
+
+    def tail(self) -> bytes:
+        """The last _TAIL bytes, however small the chunks were."""
+        parts: list[bytes] = []
+        need = _TAIL
+        for chunk in reversed(self.overflow or self.head):
+            parts.append(chunk)
+            need -= len(chunk)
+            if need <= 0:
+                break
+        return b"".join(reversed(parts))[-_TAIL:]

@@ -63,37 +63,38 @@ def usage_from_body(body: bytes) -> Usage | None:
         return None
 
 
-class StreamUsageTap:
-    """Reads usage off a stream on the side: every chunk is framed, only usage-bearing events are kept.
+def _event_around(body: bytes, pos: int) -> bytes:
+    """The bytes of the SSE event that contains offset `pos`."""
+    start = max(body.rfind(b"\n\n", 0, pos), body.rfind(b"\r\r", 0, pos))
+    start = 0 if start < 0 else start + 2
+    ends = [i for i in (body.find(b"\n\n", pos), body.find(b"\r\r", pos)) if i >= 0]
+    return body[start : min(ends) if ends else len(body)]
 
-    The first and the last usage-bearing events are parsed once, at the end (Anthropic reports input
-    tokens in `message_start` and output tokens in `message_delta`; OpenAI in the final chunk).
+
+def _event_usage(event: bytes) -> Usage | None:
+    for parsed in SSEParser().feed(event + b"\n\n"):
+        try:
+            usage = usage_from_obj(orjson.loads(parsed.data))
+        except orjson.JSONDecodeError:
+            continue
+        if usage is not None:
+            return usage
+    return None
+
+
+def usage_from_sse(body: bytes) -> Usage | None:
+    """Usage of a whole event stream, read once at its end instead of parsing every chunk on the way.
+
+    Only the first and the last events that mention usage are parsed: Anthropic reports input tokens in
+    `message_start` and output tokens in `message_delta`; OpenAI-format streams in their final chunk.
     """
-
-    __slots__ = ("_parser", "_first", "_last")
-
-    def __init__(self) -> None:
-        self._parser = SSEParser()
-        self._first: str | None = None
-        self._last: str | None = None
-
-    def feed(self, chunk: bytes) -> None:
-        for event in self._parser.feed(chunk):
-            if '"usage"' in event.data:
-                if self._first is None:
-                    self._first = event.data
-                else:
-                    self._last = event.data
-
-    def usage(self) -> Usage | None:
-        found: Usage | None = None
-        for data in (self._first, self._last):
-            if data is None:
-                continue
-            try:
-                usage = usage_from_obj(orjson.loads(data))
-            except orjson.JSONDecodeError:
-                continue
-            if usage is not None:
-                found = usage if found is None else found.merge(usage)
-        return found
+    first = body.find(b'"usage"')
+    if first < 0:
+        return None
+    last = body.rfind(b'"usage"')
+    found = _event_usage(_event_around(body, first))
+    if last != first:
+        later = _event_usage(_event_around(body, last))
+        if later is not None:
+            found = later if found is None else found.merge(later)
+    return found
