@@ -168,6 +168,8 @@ class Config(_Model):
     data_dir: Path = Field(default=DEFAULT_DATA_DIR, validate_default=True)
     database_url: str | None = None
     redis_url: str | None = None
+    # Bearer token for the management API (`/client/v4/accounts/{a}/ai-gateway/...`); unset = API off.
+    admin_token: str | None = Field(default=None, min_length=16)
     gateways: dict[GatewayId, GatewayConfig] = Field(default_factory=lambda: {"default": GatewayConfig()})
     providers: dict[BuiltinProvider, ProviderOverride] = {}
     custom_providers: dict[Slug, CustomProviderConfig] = {}
