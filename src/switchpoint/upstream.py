@@ -26,8 +26,9 @@ from switchpoint.errors import UpstreamReset, UpstreamTimeout, UpstreamTruncated
 # Stop reading from a provider when this much body is buffered and not yet taken by the client.
 _HIGH_WATER = 1 << 20
 # An idle pooled connection older than this may have been closed by the provider: open a new one.
-_KEEPALIVE_S = 30.0
+_KEEPALIVE_S = 15.0
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+_IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 PoolKey = tuple[str, str, int]
 
 
@@ -260,7 +261,7 @@ class Upstream:
         data = _request_bytes(method, host, target, headers, body)
         await self._limit.acquire()
         try:
-            answer = await self._exchange((scheme, hostname, port), data, first_byte_timeout_ms)
+            answer = await self._exchange((scheme, hostname, port), data, first_byte_timeout_ms, method)
         except BaseException:
             self._limit.release()
             raise
@@ -268,8 +269,11 @@ class Upstream:
             answer.no_body()
         return answer
 
-    async def _exchange(self, key: PoolKey, data: bytes, first_byte_timeout_ms: int | None) -> UpstreamAnswer:
-        timeout = first_byte_timeout_ms / 1000 if first_byte_timeout_ms is not None else None
+    async def _exchange(
+        self, key: PoolKey, data: bytes, first_byte_timeout_ms: int | None, method: str
+    ) -> UpstreamAnswer:
+        # Without a request timeout the idle timeout still bounds the wait for the head: no call waits forever.
+        timeout = first_byte_timeout_ms / 1000 if first_byte_timeout_ms is not None else self.idle_s
         while True:
             conn, reused = await self._connection(key)
             self._busy.add(conn)
@@ -278,12 +282,12 @@ class Upstream:
                     await conn.send(data)
             except UpstreamReset:
                 self._discard(conn)
-                if reused and not conn.got_bytes:
+                if reused and not conn.got_bytes and method in _IDEMPOTENT:
                     continue  # the provider closed an idle connection as we wrote: safe to send again
-                raise
+                raise  # a POST may have been read: only the attempt loop, which counts, may send it again
             except TimeoutError:
                 self._discard(conn)
-                raise UpstreamTimeout(f"Provider sent no response within {first_byte_timeout_ms} ms") from None
+                raise UpstreamTimeout(f"Provider sent no response within {timeout * 1000:.0f} ms") from None
             except BaseException:
                 self._discard(conn)
                 raise

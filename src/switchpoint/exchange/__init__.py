@@ -1,7 +1,7 @@
 """The pipeline a call runs through: options → auth → plan (by the surface) → attempts → relay → log."""
 
 from switchpoint.exchange.core import Exchange, Runtime, Target, uuid7
-from switchpoint.exchange.options import RequestOptions, parse_options
+from switchpoint.exchange.options import RequestOptions, default_options, parse_options
 from switchpoint.exchange.pipeline import attempt, authenticate, upstream_headers
 from switchpoint.exchange.relay import gateway_headers, relay
 
@@ -12,6 +12,7 @@ __all__ = [
     "Target",
     "attempt",
     "authenticate",
+    "default_options",
     "gateway_headers",
     "parse_options",
     "relay",

@@ -100,3 +100,16 @@ def parse_options(headers: Mapping[str, str], gateway: GatewayConfig) -> Request
         event_id=event_id,
         byok_alias=headers.get("cf-aig-byok-alias"),
     )
+
+
+def default_options(gateway: GatewayConfig) -> RequestOptions:
+    """The gateway's settings alone: what a call is logged with when its own headers are invalid."""
+    retries = gateway.retries
+    return RequestOptions(
+        retry=RetryPolicy(retries.max_attempts, retries.delay_ms, retries.backoff, gateway.request_timeout_ms),
+        metadata=None,
+        collect_log=gateway.collect_logs,
+        collect_payload=True,
+        event_id=None,
+        byok_alias=None,
+    )

@@ -62,7 +62,7 @@ def upstream_headers(ex: Exchange, client: Mapping[str, str], target: Target) ->
         out.setdefault(name, value)
     out["accept-encoding"] = "identity"
     alias = ex.options.byok_alias
-    key_missing = provider.auth.header not in out
+    key_missing = not any(name in out for name in provider.key_headers)
     if key_missing or alias is not None:
         key = auth.stored_key(ex.runtime.snapshot, ex.gateway_id, provider.name, alias)
         if key is not None and key_missing:

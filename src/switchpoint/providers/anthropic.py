@@ -9,4 +9,5 @@ PROVIDER = Provider(
     auth=X_API_KEY,
     compat_chat_path="messages",
     compat_embeddings_path=None,
+    key_headers=("x-api-key", "authorization"),  # the SDK may send its key as a bearer token
 )

@@ -57,6 +57,8 @@ class Provider:
     extra_headers: tuple[tuple[str, str], ...] = ()
     # other model prefixes accepted on /compat (Cloudflare's own names differ from some slugs)
     compat_aliases: tuple[str, ...] = ()
+    # headers in which a client may send its own key (a key there means: do not inject a stored one)
+    key_headers: tuple[str, ...] = ("authorization",)
 
     def upstream_url(self, account: str, rest: str, query: str = "") -> str:
         base = self.base_url.replace("{account_id}", account) if "{" in self.base_url else self.base_url

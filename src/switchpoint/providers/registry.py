@@ -49,6 +49,7 @@ def custom_provider(slug: str, cfg: CustomProviderConfig) -> Provider:
         compat_embeddings_path=cfg.embeddings_path.lstrip("/"),
         path_rule=rule,
         extra_headers=tuple(cfg.headers.items()),
+        key_headers=tuple(dict.fromkeys((auth.header, "authorization"))),
     )
 
 

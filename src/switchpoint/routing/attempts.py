@@ -108,8 +108,13 @@ async def _run_step(
                 raise
             await sleep(policy.delay(attempt))
             continue
-        if not _retryable(answer):
+        if answer.status < 400:
             return answer, attempt
+        if not _retryable(answer):  # a definite "no": retrying it is pointless, the next step may do better
+            if keep_failure:
+                return answer, attempt
+            answer.release()
+            return None, attempt
         wait = max(policy.delay(attempt), answer.retry_after or 0.0)
         if final or wait > MAX_RETRY_AFTER_S:
             if keep_failure:

@@ -16,7 +16,14 @@ from multidict import CIMultiDict
 
 from switchpoint.config import GatewayConfig
 from switchpoint.errors import BadRequest, GatewayError, PayloadTooLarge, UnknownGateway
-from switchpoint.exchange import Exchange, Runtime, authenticate, gateway_headers, parse_options
+from switchpoint.exchange import (
+    Exchange,
+    Runtime,
+    authenticate,
+    default_options,
+    gateway_headers,
+    parse_options,
+)
 from switchpoint.formats import anthropic, cloudflare, openai
 
 RUNTIME = web.AppKey("runtime", Runtime)
@@ -84,10 +91,11 @@ async def serve_call(request: web.Request, surface: str, dialect: str, plan: Pla
             surface=surface,
             method=request.method,
             path=request.path,
-            options=parse_options(request.headers, gateway),
+            options=default_options(gateway),
             client_dialect=dialect,
             user_agent=request.headers.get("user-agent"),
         )
+        ex.options = parse_options(request.headers, gateway)
         ex.body = await read_body(request, runtime.config.server.max_body_bytes)
         return await plan(ex, request)
     except GatewayError as err:
