@@ -117,5 +117,5 @@ def build_snapshot(
 def check_admin(admin_token: str | None, header: str | None) -> None:
     """Raise 401 unless `header` is `Bearer <admin_token>`; with no admin token configured the API is closed."""
     presented = header[7:].strip() if header and header[:7].lower() == "bearer " else ""
-    if admin_token is None or not hmac.compare_digest(presented.encode(), admin_token.encode()):
+    if not admin_token or not presented or not hmac.compare_digest(presented.encode(), admin_token.encode()):
         raise Unauthorized("Admin API: missing or wrong admin token")

@@ -76,8 +76,8 @@ class Connection(asyncio.Protocol):
         self.closed = True
         if self.complete or self.head is None:
             return
-        if self.head.done() and not self._framed():
-            self.on_message_complete()  # a body delimited by the close itself
+        if self.head.done() and not self._framed() and exc is None:
+            self.on_message_complete()  # a body delimited by a clean close (a reset is a truncation)
             return
         kind = UpstreamTruncated if self.head.done() else UpstreamReset
         self._fail(kind())

@@ -1,11 +1,12 @@
 """Incremental Server-Sent Events parser: bytes in any chunking → the same events, per the WHATWG rules.
 
-Keeps the incomplete tail between `feed` calls, accepts LF, CRLF and CR line ends (a CR at the end of a
-chunk is held back in case its LF is in the next one), skips comments, joins multi-line `data:` fields.
+Keeps the incomplete tail between `feed` calls, accepts LF, CRLF and CR line ends (a CR ends its line at
+once; an LF that starts the next chunk is then skipped), skips comments, joins multi-line `data:` fields.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 
@@ -16,19 +17,26 @@ class Event:
     id: str | None = None
 
     def encode(self) -> bytes:
-        return encode_event(self.data, self.event)
+        return encode_event(self.data, self.event, self.id)
 
 
-def encode_event(data: str, event: str | None = None) -> bytes:
-    head = f"event: {event}\n" if event else ""
-    lines = "".join(f"data: {line}\n" for line in data.split("\n"))
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+
+
+def encode_event(data: str, event: str | None = None, id: str | None = None) -> bytes:
+    """One event; every line break in `data` starts a new `data:` line, so the parser rebuilds it exactly."""
+    for name, value in (("event", event), ("id", id)):
+        if value is not None and _LINE_BREAK.search(value):
+            raise ValueError(f"SSE {name} must not contain a line break")
+    head = (f"event: {event}\n" if event else "") + (f"id: {id}\n" if id is not None else "")
+    lines = "".join(f"data: {line}\n" for line in _LINE_BREAK.split(data))
     return f"{head}{lines}\n".encode()
 
 
 class SSEParser:
     """Feed raw bytes, get complete events; `pending` says whether a partial event is buffered."""
 
-    __slots__ = ("_buf", "_data", "_event", "_id", "_has_data")
+    __slots__ = ("_buf", "_data", "_event", "_id", "_has_data", "_skip_lf")
 
     def __init__(self) -> None:
         self._buf = b""
@@ -36,13 +44,19 @@ class SSEParser:
         self._event: str | None = None
         self._id: str | None = None
         self._has_data = False
+        self._skip_lf = False
 
     def feed(self, chunk: bytes) -> list[Event]:
+        if not chunk:
+            return []
+        if self._skip_lf:  # the previous chunk ended in CR: an LF right after it belongs to that line end
+            self._skip_lf = False
+            if chunk[:1] == b"\n":
+                chunk = chunk[1:]
         buf = self._buf + chunk
         if b"\r" in buf:
-            held = buf.endswith(b"\r")
-            buf = buf[:-1] if held else buf
-            buf = buf.replace(b"\r\n", b"\n").replace(b"\r", b"\n") + (b"\r" if held else b"")
+            self._skip_lf = buf.endswith(b"\r")
+            buf = buf.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         lines = buf.split(b"\n")
         self._buf = lines.pop()
         events: list[Event] = []
@@ -54,7 +68,7 @@ class SSEParser:
 
     @property
     def pending(self) -> bool:
-        return bool(self._buf.strip(b"\r")) or self._has_data or self._event is not None
+        return bool(self._buf) or self._has_data or self._event is not None
 
     def _line(self, line: str) -> Event | None:
         if not line:

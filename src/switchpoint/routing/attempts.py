@@ -80,7 +80,7 @@ async def run_steps(
         try:
             answer, used = await _run_step(step, policy, send, sleep, keep_failure=last)
         except UpstreamError:
-            attempts += policy.max_attempts
+            attempts += max(1, min(policy.max_attempts, MAX_ATTEMPTS))
             if last:
                 raise
             continue
