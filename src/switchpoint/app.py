@@ -26,7 +26,7 @@ from switchpoint.providers.registry import build_registry
 from switchpoint.store import db, repo
 from switchpoint.store.logwriter import LogWriter
 from switchpoint.store.secrets import Sealer, load_master_key
-from switchpoint.surfaces import compat, health, passthrough, universal
+from switchpoint.surfaces import anthropic_ingress, compat, health, passthrough, universal
 from switchpoint.surfaces.common import RUNTIME
 from switchpoint.upstream import Upstream
 
@@ -46,6 +46,7 @@ ROUTES: list[tuple[str, str, Callable[[web.Request], object]]] = [
     ("GET", "/health", health.health),
     ("*", G + "/compat/chat/completions", compat.chat),
     ("*", G + "/compat/embeddings", compat.embeddings),
+    ("*", G + "/compat/v1/messages", anthropic_ingress.messages),
     ("*", G + "/compat/{rest:.*}", compat.unknown),
     ("*", G, universal.handle),
     ("*", G + "/", universal.handle),

@@ -131,7 +131,21 @@ def test_compat_bad_model_prefix_is_400_2008(stack: GatewayStack, model: str, co
     assert caught.value.body["code"] == code  # type: ignore[index]
 
 
-def test_compat_anthropic_is_a_clear_400_until_translation(stack: GatewayStack) -> None:
-    with pytest.raises(openai.BadRequestError) as caught:
-        client(stack).chat.completions.create(model="anthropic/claude-sonnet-4-5", messages=USER)
-    assert "anthropic" in caught.value.message and "/anthropic/v1/messages" in caught.value.message
+def test_stream_without_usage_is_still_costed_and_the_client_sees_no_extra_chunk(stack: GatewayStack) -> None:
+    raw = client(stack).chat.completions.with_raw_response.create(
+        model="openai/gpt-4o-mini-usage-hidden", messages=USER, stream=True
+    )
+    chunks = list(raw.parse())
+    assert all(c.choices for c in chunks), "the usage-only chunk the gateway asked for must not reach the client"
+    assert all(c.usage is None for c in chunks)
+    assert "".join(c.choices[0].delta.content or "" for c in chunks) == "echo: hello there"
+    sent = [r for r in stack.ups.requests_for("openai") if r.json()["model"] == "gpt-4o-mini-usage-hidden"][-1]
+    assert sent.json()["stream_options"] == {"include_usage": True}
+    record = stack.log_record(raw.headers["cf-aig-log-id"])
+    assert record["tokens_in"] and record["tokens_out"]
+
+
+def test_passthrough_stream_is_not_altered_for_usage(stack: GatewayStack) -> None:
+    stream = client(stack, "openai").chat.completions.create(model="gpt-4o-mini", messages=USER, stream=True)
+    list(stream)
+    assert "stream_options" not in stack.ups.requests_for("openai")[-1].json()

@@ -18,6 +18,7 @@ from multidict import CIMultiDict
 from switchpoint.auth import Snapshot
 from switchpoint.config import Config, GatewayConfig
 from switchpoint.exchange.options import RequestOptions
+from switchpoint.formats.translator import Translator
 from switchpoint.formats.usage import Usage
 from switchpoint.providers.base import Dialect, Provider
 from switchpoint.providers.registry import Registry
@@ -61,6 +62,8 @@ class Target:
     model: str | None
     path: str  # the provider-relative path, for stream-terminator rules
     headers: CIMultiDict[str] | None = None  # extra headers for this target only (universal steps)
+    translator: Translator | None = None  # set when the client speaks another dialect than the provider
+    strip_usage: bool = False  # the gateway asked for stream usage the client did not: hide that chunk
 
 
 @dataclass(slots=True)

@@ -11,6 +11,7 @@ from multidict import CIMultiDict
 
 from switchpoint import auth
 from switchpoint.exchange.core import Exchange, Target
+from switchpoint.providers.base import Provider
 from switchpoint.routing.attempts import Outcome, RetryPolicy, run_steps
 from switchpoint.upstream import UpstreamAnswer
 
@@ -58,6 +59,8 @@ def upstream_headers(ex: Exchange, client: Mapping[str, str], target: Target) ->
             if _forwardable(name, value):
                 out[name] = value
     provider = target.provider
+    if target.translator is not None:
+        _move_client_key(out, provider)
     for name, value in provider.extra_headers:
         out.setdefault(name, value)
     out["accept-encoding"] = "identity"
@@ -68,6 +71,15 @@ def upstream_headers(ex: Exchange, client: Mapping[str, str], target: Target) ->
         if key is not None and key_missing:
             out[provider.auth.header] = provider.auth.value(key)
     return out
+
+
+def _move_client_key(out: CIMultiDict[str], provider: Provider) -> None:
+    """A translated call carries the key in the client dialect's slot; the provider wants it in its own."""
+    api_key = out.popall("x-api-key", [""])[0]
+    bearer = out.popall("authorization", [""])[0]
+    key = api_key or (bearer[7:].strip() if bearer[:7].lower() == "bearer " else "")
+    if key:
+        out[provider.auth.header] = provider.auth.value(key)
 
 
 async def attempt(

@@ -14,6 +14,7 @@ from multidict import CIMultiDict
 from switchpoint.errors import GatewayError, UpstreamError, UpstreamTruncated
 from switchpoint.exchange.core import MAX_LOGGED_BODY, Exchange, Target
 from switchpoint.formats import anthropic, openai
+from switchpoint.formats.translator import TranslationError, Translator
 from switchpoint.formats.usage import usage_from_body, usage_from_sse
 from switchpoint.providers.base import Dialect
 from switchpoint.upstream import UpstreamAnswer
@@ -63,7 +64,10 @@ async def relay(ex: Exchange, request: web.Request, target: Target, answer: Upst
     ex.status = answer.status
     ex.mark_first_byte()
     headers = response_headers(answer.headers, ex)
-    if answer.headers.get("content-type", "").startswith("text/event-stream"):
+    streaming = answer.headers.get("content-type", "").startswith("text/event-stream")
+    if target.translator is not None:
+        return await _relay_translated(ex, request, target.translator, answer, headers, streaming)
+    if streaming:
         ex.stream = True
         return await _relay_stream(ex, request, target, answer, headers)
     body = await answer.read()
@@ -74,6 +78,70 @@ async def relay(ex: Exchange, request: web.Request, target: Target, answer: Upst
     return web.Response(status=answer.status, body=body, headers=headers)
 
 
+async def _relay_translated(
+    ex: Exchange,
+    request: web.Request,
+    translator: Translator,
+    answer: UpstreamAnswer,
+    headers: CIMultiDict[str],
+    streaming: bool,
+) -> web.StreamResponse:
+    """The same relay through a translator: each upstream chunk is translated as it arrives."""
+    headers.popall("content-encoding", None)
+    if streaming and answer.status < 300:
+        ex.stream = True
+        return await _relay_translated_stream(ex, request, translator, answer, headers)
+    body = await answer.read()
+    status = answer.status
+    if 200 <= status < 300:
+        try:
+            body = translator.response(body)
+        except TranslationError as err:  # a 2xx that is not an answer: the provider broke the contract
+            raise UpstreamError(f"Provider answered with something that is not a response: {err.message}") from None
+        ex.usage = translator.usage
+    else:
+        status, body = translator.error(status, body)
+    headers["content-type"] = "application/json"
+    ex.status = status
+    ex.response_body = body
+    ex.response_size = len(body)
+    return web.Response(status=status, body=body, headers=headers)
+
+
+async def _relay_translated_stream(
+    ex: Exchange, request: web.Request, translator: Translator, answer: UpstreamAnswer, headers: CIMultiDict[str]
+) -> web.StreamResponse:
+    headers["content-type"] = "text/event-stream"
+    response = web.StreamResponse(status=answer.status, headers=headers)
+    await response.prepare(request)
+    kept = _Kept()
+    try:
+        async for chunk in answer.chunks():
+            out = translator.stream(chunk)
+            if out:
+                await response.write(out)
+                kept.add(out)
+        out = translator.close()
+    except UpstreamError as err:
+        ex.error = err.message
+        out = translator.stream_error(err.status, err.message)
+    except ConnectionResetError:
+        ex.error, ex.status = "client disconnected", 499
+        answer.release()
+        return response
+    finally:
+        ex.usage = translator.usage
+        ex.response_body = kept.body()
+        ex.response_size = kept.size
+    if out:
+        await response.write(out)
+        kept.add(out)
+        ex.response_body, ex.response_size = kept.body(), kept.size
+    ex.error = ex.error or translator.failure
+    await response.write_eof()
+    return response
+
+
 async def _relay_stream(
     ex: Exchange, request: web.Request, target: Target, answer: UpstreamAnswer, headers: CIMultiDict[str]
 ) -> web.StreamResponse:
@@ -81,10 +149,15 @@ async def _relay_stream(
     response = web.StreamResponse(status=answer.status, headers=headers)
     await response.prepare(request)
     kept = _Kept()
+    stripper = openai.UsageChunkStripper() if target.strip_usage else None
     try:
         async for chunk in answer.chunks():
-            await response.write(chunk)
+            out = chunk if stripper is None else stripper.feed(chunk)
+            if out:
+                await response.write(out)
             kept.add(chunk)
+        if stripper is not None and (rest := stripper.flush()):
+            await response.write(rest)
         end = terminator(target) if answer.status < 300 else None
         if end is not None and end not in kept.tail():
             raise UpstreamTruncated()

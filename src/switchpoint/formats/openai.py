@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import orjson
 
 STREAM_DONE = b"data: [DONE]"
@@ -22,3 +24,38 @@ def stream_error_event(message: str, type_: str, code: int | str | None) -> byte
 
 def stream_finished(tail: bytes) -> bool:
     return STREAM_DONE in tail
+
+
+_EVENT_END = re.compile(rb"\r\n\r\n|\n\n|\r\r")
+
+
+def _usage_only(event: bytes) -> bool:
+    return b'"usage"' in event and (b'"choices":[]' in event or b'"choices": []' in event)
+
+
+class UsageChunkStripper:
+    """Drops the usage-only chunk (`choices: []`) that the gateway asked for on the client's behalf.
+
+    Every other byte passes through unchanged; only the tail of an incomplete event is held back.
+    """
+
+    __slots__ = ("_buf",)
+
+    def __init__(self) -> None:
+        self._buf = b""
+
+    def feed(self, chunk: bytes) -> bytes:
+        buf = self._buf + chunk if self._buf else chunk
+        out: list[bytes] = []
+        start = 0
+        for match in _EVENT_END.finditer(buf):
+            event = buf[start : match.end()]
+            if not _usage_only(event):
+                out.append(event)
+            start = match.end()
+        self._buf = buf[start:]
+        return b"".join(out)
+
+    def flush(self) -> bytes:
+        rest, self._buf = self._buf, b""
+        return b"" if _usage_only(rest) else rest

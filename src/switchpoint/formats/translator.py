@@ -47,6 +47,11 @@ class Translator(Protocol):
         ...
 
     @property
+    def failure(self) -> str | None:
+        """Why the stream ended in an error event (upstream error event, truncation, bad input), else None."""
+        ...
+
+    @property
     def usage(self) -> Usage | None:
         """Token usage seen so far (complete after `response` or `close`)."""
         ...
