@@ -244,9 +244,7 @@ server:
 
 
 def test_unquoted_boolean_header_value(tmp_path: Path) -> None:
-    [(line, path, message)] = problems_of(
-        write(tmp_path, "providers:\n  groq:\n    headers: {x-debug: on}\n")
-    )
+    [(line, path, message)] = problems_of(write(tmp_path, "providers:\n  groq:\n    headers: {x-debug: on}\n"))
     assert (line, path) == (3, "providers.groq.headers.x-debug")
     assert "quote the value" in message
 
@@ -343,3 +341,77 @@ def test_models_are_frozen() -> None:
 def test_unknown_top_level_key_rejected() -> None:
     with pytest.raises(ValidationError):
         Config.model_validate({"gatways": {}})
+
+
+def test_state_limits_and_cache_defaults() -> None:
+    config = load_config(None)
+    assert (config.state.fail_open.rate_limit, config.state.fail_open.budget) == (True, False)
+    assert config.server.cache_max_entry_bytes == 25 * 1024 * 1024
+    assert config.server.cache_max_memory_bytes == 256 * 1024 * 1024
+    gateway = config.gateways["default"]
+    assert gateway.spend_limits == []
+    assert gateway.rate_limit is None
+
+
+def test_rate_limit_key_and_spend_rules(tmp_path: Path) -> None:
+    text = """\
+gateways:
+  default:
+    rate_limit: {limit: 100, window: 60, technique: fixed, key: metadata.user_id}
+    spend_limits:
+      - {id: daily, limit: 5, window: 86400}
+      - id: per-user-gpt
+        limit: 0.5
+        window: 3600
+        technique: fixed
+        model: {mode: filter, values: [gpt-4o, openai/gpt-4o-mini]}
+        provider: {mode: partition}
+        metadata: {user_id: {mode: partition}, plan: {mode: filter, values: [free, 2, true]}}
+state:
+  fail_open: {rate_limit: false, budget: true}
+"""
+    config = load_config(write(tmp_path, text))
+    gateway = config.gateways["default"]
+    assert gateway.rate_limit is not None and gateway.rate_limit.key == "metadata.user_id"
+    daily, per_user = gateway.spend_limits
+    assert (daily.id, daily.limit, daily.window, daily.technique, daily.enabled) == ("daily", 5, 86400, "sliding", True)
+    assert per_user.model is not None and per_user.model.values == ["gpt-4o", "openai/gpt-4o-mini"]
+    assert per_user.provider is not None and per_user.provider.mode == "partition"
+    assert per_user.metadata["plan"].values == ["free", "2", "true"]
+    assert (config.state.fail_open.rate_limit, config.state.fail_open.budget) == (False, True)
+
+
+def test_bad_limits_are_reported_by_key_path(tmp_path: Path) -> None:
+    rules = ", ".join(f"{{id: r{i}, limit: 1, window: 60}}" for i in range(21))
+    text = f"""\
+gateways:
+  a:
+    rate_limit: {{limit: 1, window: 60, key: user}}
+    spend_limits:
+      - {{id: dup, limit: 1, window: 60}}
+      - {{id: dup, limit: 0, window: 60, model: {{mode: filter}}, provider: {{mode: partition, values: [x]}}}}
+      - {{id: "has space", limit: 1, window: 60, technique: leaky}}
+  b:
+    spend_limits: [{rules}]
+"""
+    problems = problems_of(write(tmp_path, text))
+    assert (3, "gateways.a.rate_limit.key", "'user' must be 'token' or 'metadata.<key>'") in problems
+    paths = {path for _, path, _ in problems}
+    assert {
+        "gateways.a.spend_limits[1].limit",
+        "gateways.a.spend_limits[1].model",
+        "gateways.a.spend_limits[1].provider",
+        "gateways.a.spend_limits[2].id",
+        "gateways.a.spend_limits[2].technique",
+        "gateways.b.spend_limits",
+    } <= paths
+    by_path = {path: message for _, path, message in problems}
+    assert by_path["gateways.a.spend_limits[1].model"] == "a filter needs at least one value"
+    assert by_path["gateways.a.spend_limits[1].provider"] == "a partition takes no values"
+    assert "at most 20" in by_path["gateways.b.spend_limits"]
+
+
+def test_spend_rule_ids_are_unique_per_gateway() -> None:
+    rule = {"id": "r", "limit": 1, "window": 60}
+    with pytest.raises(ValidationError, match="duplicate spend rule id 'r'"):
+        GatewayConfig.model_validate({"spend_limits": [rule, rule]})

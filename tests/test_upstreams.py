@@ -198,9 +198,7 @@ async def test_openai_tool_result_turn_answers_text(oai: openai.AsyncOpenAI) -> 
         {
             "role": "assistant",
             "content": None,
-            "tool_calls": [
-                {"id": "call_1", "type": "function", "function": {"name": "get_time", "arguments": "{}"}}
-            ],
+            "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "get_time", "arguments": "{}"}}],
         },
         {"role": "tool", "tool_call_id": "call_1", "content": "noon"},
     ]
@@ -238,26 +236,20 @@ async def test_openai_embeddings_float_and_base64(oai: openai.AsyncOpenAI, upstr
     floats = await oai.embeddings.create(
         model="text-embedding-3-small", input=["alpha", "beta"], encoding_format="float", dimensions=8
     )
-    decoded = await oai.embeddings.create(
-        model="text-embedding-3-small", input=["alpha", "beta"], dimensions=8
-    )
+    decoded = await oai.embeddings.create(model="text-embedding-3-small", input=["alpha", "beta"], dimensions=8)
     assert [d.index for d in floats.data] == [0, 1] and floats.data[0].object == "embedding"
     assert [d.embedding for d in floats.data] == [d.embedding for d in decoded.data]
     assert floats.data[0].embedding != floats.data[1].embedding and len(floats.data[0].embedding) == 8
     assert sum(v * v for v in floats.data[0].embedding) == pytest.approx(1.0, rel=1e-5)
     assert floats.usage.prompt_tokens == floats.usage.total_tokens == 2
     assert upstreams.requests[1].json()["encoding_format"] == "base64"  # the SDK asks for base64 by default
-    single = await oai.embeddings.create(
-        model="text-embedding-3-small", input="alpha", encoding_format="float"
-    )
+    single = await oai.embeddings.create(model="text-embedding-3-small", input="alpha", encoding_format="float")
     assert len(single.data) == 1 and len(single.data[0].embedding) == 1536
 
 
 async def test_openai_embeddings_raw_base64(upstreams: Upstreams, http: aiohttp.ClientSession) -> None:
     body = {"model": "text-embedding-3-small", "input": "alpha", "dimensions": 4, "encoding_format": "base64"}
-    async with http.post(
-        upstreams.openai_base + "/embeddings", json=body, headers={"authorization": "Bearer k"}
-    ) as r:
+    async with http.post(upstreams.openai_base + "/embeddings", json=body, headers={"authorization": "Bearer k"}) as r:
         payload = await r.json()
     packed = base64.b64decode(payload["data"][0]["embedding"])
     assert len(packed) == 16 and len(struct.unpack("<4f", packed)) == 4
@@ -278,9 +270,7 @@ async def test_openai_auth_and_bad_json(upstreams: Upstreams, http: aiohttp.Clie
         assert resp.status == 400
         error = (await resp.json())["error"]
         assert set(error) == {"message", "type", "param", "code"} and error["type"] == "invalid_request_error"
-    async with openai.AsyncOpenAI(
-        base_url=upstreams.openai_base, api_key="invalid-key", max_retries=0
-    ) as bad:
+    async with openai.AsyncOpenAI(base_url=upstreams.openai_base, api_key="invalid-key", max_retries=0) as bad:
         with pytest.raises(openai.AuthenticationError) as caught:
             await bad.chat.completions.create(model="gpt-4o", messages=USER)
     assert caught.value.code == "invalid_api_key"
@@ -381,9 +371,7 @@ async def test_anthropic_thinking_with_bearer_auth(upstreams: Upstreams) -> None
         ) as stream:
             final = await stream.get_final_message()
     thinking, text = final.content
-    assert (
-        thinking.type == "thinking" and thinking.thinking.startswith("Thinking about:") and thinking.signature
-    )
+    assert thinking.type == "thinking" and thinking.thinking.startswith("Thinking about:") and thinking.signature
     assert text.type == "text" and text.text == REPLY
     assert upstreams.requests[0].api_key == "oauth-token"
 
@@ -420,14 +408,10 @@ async def test_anthropic_error_scenarios(
 
 
 async def test_anthropic_stream_failures(claude: anthropic.AsyncAnthropic, upstreams: Upstreams) -> None:
-    stream = await claude.messages.create(
-        model="truncated-after-5-chunks", max_tokens=50, messages=USER, stream=True
-    )
+    stream = await claude.messages.create(model="truncated-after-5-chunks", max_tokens=50, messages=USER, stream=True)
     types = [event.type async for event in stream]
     assert "message_stop" not in types and len(types) == 4  # ping is swallowed by the SDK
-    stream = await claude.messages.create(
-        model="reset-after-4-chunks", max_tokens=50, messages=USER, stream=True
-    )
+    stream = await claude.messages.create(model="reset-after-4-chunks", max_tokens=50, messages=USER, stream=True)
     seen = []
     with pytest.raises(httpx2.RemoteProtocolError):  # the SDK does not wrap mid-stream transport errors
         async for event in stream:
@@ -493,13 +477,9 @@ async def test_workers_errors(upstreams: Upstreams, http: aiohttp.ClientSession)
 async def test_workers_openai_compatible_with_sdk(upstreams: Upstreams) -> None:
     base = upstreams.workers_ai_url() + "v1"
     async with openai.AsyncOpenAI(base_url=base, api_key="cf-token", max_retries=0) as client:
-        completion = await client.chat.completions.create(
-            model="@cf/meta/llama-3.1-8b-instruct", messages=USER
-        )
+        completion = await client.chat.completions.create(model="@cf/meta/llama-3.1-8b-instruct", messages=USER)
         assert completion.choices[0].message.content == REPLY
-        stream = await client.chat.completions.create(
-            model="@cf/openai/gpt-oss-120b", messages=USER, stream=True
-        )
+        stream = await client.chat.completions.create(model="@cf/openai/gpt-oss-120b", messages=USER, stream=True)
         chunks = [chunk async for chunk in stream]
         assert all(c.usage is not None for c in chunks)
         assert "".join(c.choices[0].delta.content or "" for c in chunks) == REPLY
@@ -547,9 +527,7 @@ async def test_openai_error_scenarios(
     with pytest.raises(exc) as caught:
         await oai.chat.completions.create(model=model, messages=USER)
     assert caught.value.status_code == status
-    assert isinstance(caught.value.body, dict) and {"message", "type", "param", "code"} <= set(
-        caught.value.body
-    )
+    assert isinstance(caught.value.body, dict) and {"message", "type", "param", "code"} <= set(caught.value.body)
     if status == 429:
         assert caught.value.response.headers["retry-after"] == "7"
 
@@ -625,9 +603,7 @@ async def test_flaky_counts(oai: openai.AsyncOpenAI, upstreams: Upstreams) -> No
 
 
 async def test_flaky_recovers_through_sdk_retries(upstreams: Upstreams) -> None:
-    async with anthropic.AsyncAnthropic(
-        base_url=upstreams.anthropic_base, api_key="k", max_retries=1
-    ) as client:
+    async with anthropic.AsyncAnthropic(base_url=upstreams.anthropic_base, api_key="k", max_retries=1) as client:
         message = await client.messages.create(model="flaky-1-c", max_tokens=10, messages=USER)
     assert message.content[0].type == "text"
     assert [r.status for r in upstreams.requests] == [503, 200]
@@ -642,9 +618,7 @@ def test_thread_with_sync_clients(upstreams_thread: UpstreamsThread) -> None:
         assert completion.choices[0].message.content == REPLY
         with pytest.raises(openai.APIConnectionError):
             client.chat.completions.create(model="reset-before-headers", messages=USER)
-    with anthropic.Anthropic(
-        base_url=upstreams_thread.anthropic_base, api_key="sk-sync", max_retries=0
-    ) as claude:
+    with anthropic.Anthropic(base_url=upstreams_thread.anthropic_base, api_key="sk-sync", max_retries=0) as claude:
         with claude.messages.stream(model=CLAUDE, max_tokens=50, messages=USER) as stream:
             assert "".join(stream.text_stream) == REPLY
     assert [r.provider for r in upstreams_thread.requests] == ["openai", "openai", "anthropic"]

@@ -19,14 +19,23 @@ from pathlib import Path
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from switchpoint import auth
-from switchpoint.config import Config
+from switchpoint import analytics, auth
+from switchpoint.cache import ResponseCache
+from switchpoint.config import Config, ConfigError, ConfigProblem
 from switchpoint.exchange import Runtime
+from switchpoint.limits import Limits, RouteLimiter
+from switchpoint.observability import Metrics, reset_multiprocess_dir
+from switchpoint.pricing import PriceBook
 from switchpoint.providers.registry import build_registry
+from switchpoint.routing.compile import RouteTable, compile_route
+from switchpoint.routing.schema import RouteInvalid
+from switchpoint.state import StateBackend, open_state
 from switchpoint.store import db, repo
+from switchpoint.store import routes as route_store
 from switchpoint.store.logwriter import LogWriter
+from switchpoint.store.retention import LogRetention, RetentionKeeper
 from switchpoint.store.secrets import Sealer, load_master_key
-from switchpoint.surfaces import anthropic_ingress, compat, health, passthrough, universal
+from switchpoint.surfaces import admin, anthropic_ingress, compat, health, logs_api, passthrough, universal
 from switchpoint.surfaces.common import RUNTIME
 from switchpoint.upstream import Upstream
 
@@ -38,12 +47,14 @@ SEALER = web.AppKey("sealer", Sealer)
 UPSTREAM = web.AppKey("upstream", Upstream)
 LOG_WRITER = web.AppKey("log_writer", LogWriter)
 WORKER_INDEX = web.AppKey("worker_index", int)
+STATE = web.AppKey("state", StateBackend)
 # Tokens and keys changed by the CLI reach every worker within this many seconds.
 SNAPSHOT_POLL_S = 0.5
 
 G = "/v1/{account}/{gateway}"
 ROUTES: list[tuple[str, str, Callable[[web.Request], object]]] = [
     ("GET", "/health", health.health),
+    ("GET", "/metrics", health.metrics),
     ("*", G + "/compat/chat/completions", compat.chat),
     ("*", G + "/compat/embeddings", compat.embeddings),
     ("*", G + "/compat/v1/messages", anthropic_ingress.messages),
@@ -51,6 +62,8 @@ ROUTES: list[tuple[str, str, Callable[[web.Request], object]]] = [
     ("*", G, universal.handle),
     ("*", G + "/", universal.handle),
     ("*", G + "/{provider}/{rest:.*}", passthrough.handle),
+    *admin.ADMIN_ROUTES,
+    *logs_api.LOGS_ROUTES,
     ("*", "/{rest:.*}", health.not_found),
 ]
 
@@ -61,6 +74,8 @@ async def store_ctx(app: web.Application) -> AsyncIterator[None]:
     await asyncio.to_thread(db.migrate, urls)
     app[ENGINE] = db.async_engine(urls)
     app[SEALER] = Sealer(load_master_key(config.data_dir))
+    app[admin.ROUTE_STORE] = route_store.AsyncRouteRepo(app[ENGINE])
+    app[logs_api.LOG_STORE] = analytics.SqlLogStore(app[ENGINE])
     yield
     await app[ENGINE].dispose()
 
@@ -77,23 +92,59 @@ async def upstream_ctx(app: web.Application) -> AsyncIterator[None]:
 async def log_writer_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     spool = Path(config.data_dir) / "spool" / f"logs-worker-{app[WORKER_INDEX]}.ndjson"
-    writer = LogWriter(app[ENGINE], spool, queue_size=config.server.log_queue_size)
+    keeper = _retention(app)
+    writer = LogWriter(app[ENGINE], spool, queue_size=config.server.log_queue_size, capacity=keeper)
     await writer.start()
     app[LOG_WRITER] = writer
+    task = asyncio.create_task(keeper.run()) if keeper is not None else None
     yield
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
     await writer.close()
+
+
+def _retention(app: web.Application) -> RetentionKeeper | None:
+    logs = app[CONFIG].logs
+    if logs.retention_days is None and logs.max_records is None:
+        return None
+    max_age = logs.retention_days * 86400 if logs.retention_days is not None else None
+    policy = LogRetention(max_age_s=max_age, max_records=logs.max_records, strategy=logs.strategy)
+    return RetentionKeeper(app[ENGINE], policy, deletes=app[WORKER_INDEX] == 0)  # one worker deletes
 
 
 async def runtime_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
-    runtime = Runtime(config, build_registry(config), app[UPSTREAM], app[LOG_WRITER].submit)
+    writer = app[LOG_WRITER]
+    metrics = Metrics(lambda: writer.counters)
+    state = app[STATE]
+    limits = Limits(state, config.state.fail_open)
+    limiter = RouteLimiter(limits)
+    cache = ResponseCache(state, config.server.cache_max_entry_bytes)
+    registry = build_registry(config)
+    runtime = Runtime(
+        config, registry, app[UPSTREAM], writer.submit, PriceBook(config.prices), metrics, limiter, limits, cache
+    )
     runtime.snapshot = await _load_snapshot(app)
+    runtime.routes = await _load_routes(app, runtime)
     app[RUNTIME] = runtime
+    app[admin.ROUTE_LIMITER] = limiter
     task = asyncio.create_task(_refresh_snapshot(app, runtime))
     yield
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
+    if runtime.background:  # budget settlements still on their way
+        await asyncio.wait(runtime.background, timeout=5)
+
+
+async def state_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Counters and cache entries: this process's memory, or Redis shared by every worker and machine."""
+    state = open_state(app[CONFIG])
+    app[STATE] = state
+    yield
+    await state.aclose()
 
 
 async def _load_snapshot(app: web.Application) -> auth.Snapshot:
@@ -101,23 +152,53 @@ async def _load_snapshot(app: web.Application) -> auth.Snapshot:
     return auth.build_snapshot(rows.version, rows.tokens, rows.keys)
 
 
+async def _load_routes(app: web.Application, runtime: Runtime) -> RouteTable:
+    table = await route_store.load_route_table(app[ENGINE], runtime.config, runtime.registry)
+    for problem in table.problems:
+        log.error("dynamic route left out: %s", problem)
+    return table
+
+
 async def _refresh_snapshot(app: web.Application, runtime: Runtime) -> None:
-    """Poll one row; reload tokens and keys when the CLI changed them. A failed poll keeps the old ones."""
+    """Poll two counters; reload credentials or routes when the CLI or admin API changed them.
+
+    A call in flight keeps the objects it started with; a failed poll keeps the current ones.
+    """
     while True:
         await asyncio.sleep(SNAPSHOT_POLL_S)
         try:
-            version = await repo.credentials_version(app[ENGINE])
-            if version != runtime.snapshot.version:
+            if await repo.credentials_version(app[ENGINE]) != runtime.snapshot.version:
                 runtime.snapshot = await _load_snapshot(app)
+            if await route_store.routes_version(app[ENGINE]) != runtime.routes.version:
+                runtime.routes = await _load_routes(app, runtime)
         except Exception:  # the store being briefly unavailable must not stop the gateway
-            log.warning("could not refresh credentials; keeping the current ones", exc_info=True)
+            log.warning("could not refresh credentials or routes; keeping the current ones", exc_info=True)
+
+
+def check_config(config: Config, source: str) -> None:
+    """Problems only the domain modules can see (prices, routes); raised like the config's own, for exit 2."""
+    problems: list[ConfigProblem] = []
+    try:
+        PriceBook(config.prices)
+    except ValueError as exc:
+        problems.append(ConfigProblem("prices", None, str(exc)))
+    registry = build_registry(config)
+    for name, doc in config.routes.items():
+        try:
+            compile_route(name, doc, registry)
+        except RouteInvalid as exc:
+            problems += [
+                ConfigProblem(f"routes.{name}", None, f"{p.element_id}.{p.field}: {p.message}") for p in exc.problems
+            ]
+    if problems:
+        raise ConfigError(source, problems)
 
 
 def build_app(config: Config, worker_index: int = 0) -> web.Application:
     app = web.Application(client_max_size=config.server.max_body_bytes, handler_args={"tcp_keepalive": True})
     app[CONFIG] = config
     app[WORKER_INDEX] = worker_index
-    app.cleanup_ctx.extend([store_ctx, upstream_ctx, log_writer_ctx, runtime_ctx])
+    app.cleanup_ctx.extend([store_ctx, upstream_ctx, log_writer_ctx, state_ctx, runtime_ctx])
     for method, path, handler in ROUTES:
         app.router.add_route(method, path, handler)  # type: ignore[arg-type]
     return app
@@ -161,6 +242,8 @@ def run(config: Config, host: str, port: int, workers: int = 1) -> None:
     if workers <= 1:
         _worker(config, host, port, 0)
         return
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        reset_multiprocess_dir()  # workers then share one set of metric files; /metrics sums them
     ctx = multiprocessing.get_context("fork")
     procs = [ctx.Process(target=_worker, args=(config, host, port, i), daemon=False) for i in range(workers)]
     for proc in procs:

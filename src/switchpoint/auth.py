@@ -83,10 +83,14 @@ def check_token(snapshot: Snapshot, gateway: str, value: str | None) -> bool:
     return hmac.compare_digest(hash_secret(parsed[1]), entry.secret_hash)
 
 
-def require_token(snapshot: Snapshot, gateway: str, *candidates: str | None) -> None:
-    """Raise 401/2009 unless one of the candidate header values is a valid token for `gateway`."""
-    if not any(check_token(snapshot, gateway, c) for c in candidates if c):
-        raise Unauthorized()
+def require_token(snapshot: Snapshot, gateway: str, *candidates: str | None) -> str:
+    """The id of the valid token for `gateway` among the candidate header values; 401/2009 when none is."""
+    for candidate in candidates:
+        if candidate and check_token(snapshot, gateway, candidate):
+            parsed = parse_token(candidate)
+            assert parsed is not None  # check_token accepted it
+            return parsed[0]
+    raise Unauthorized()
 
 
 def stored_key(snapshot: Snapshot, gateway: str, provider: str, alias: str | None) -> str | None:

@@ -20,6 +20,7 @@ from pydantic import (
     ConfigDict,
     Field,
     NonNegativeInt,
+    PositiveFloat,
     PositiveInt,
     ValidationError,
     field_validator,
@@ -126,10 +127,66 @@ class RetryConfig(_Model):
     backoff: Literal["constant", "linear", "exponential"] = "constant"
 
 
+Technique = Literal["fixed", "sliding"]
+_LIMIT_KEY = re.compile(r"token|metadata\.[^\s]{1,64}")
+_RULE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+MAX_SPEND_RULES = 20
+
+
+def _limit_key(value: str) -> str:
+    if not _LIMIT_KEY.fullmatch(value):
+        raise ValueError(f"{value!r} must be 'token' or 'metadata.<key>'")
+    return value
+
+
+def _rule_id(value: str) -> str:
+    if not _RULE_ID.fullmatch(value):
+        raise ValueError(f"rule id {value!r} must match ^{_RULE_ID.pattern}$")
+    return value
+
+
+def metadata_text(value: object) -> str:
+    """One spelling per `cf-aig-metadata` scalar, shared by config filters and request values (`true`, `3`)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
 class RateLimitConfig(_Model):
     limit: PositiveInt
     window: PositiveInt
-    technique: Literal["fixed", "sliding"] = "sliding"
+    technique: Technique = "sliding"
+    # None = one bucket for the whole gateway; "token" = per gateway token; "metadata.<k>" = per value of k.
+    key: Annotated[str, AfterValidator(_limit_key)] | None = None
+
+
+class SpendDimension(_Model):
+    """How a spend rule uses one request attribute: `partition` keeps one bucket per distinct value,
+    `filter` applies the rule only to the listed values."""
+
+    mode: Literal["filter", "partition"]
+    values: list[Annotated[str, BeforeValidator(metadata_text)]] = []
+
+    @model_validator(mode="after")
+    def _values_match_mode(self) -> SpendDimension:
+        if self.mode == "filter" and not self.values:
+            raise ValueError("a filter needs at least one value")
+        if self.mode == "partition" and self.values:
+            raise ValueError("a partition takes no values")
+        return self
+
+
+class SpendRule(_Model):
+    """A cost limit in USD per window, shaped after Cloudflare's spend-limit rules."""
+
+    id: Annotated[str, AfterValidator(_rule_id)]
+    enabled: bool = True
+    limit: PositiveFloat
+    window: PositiveInt
+    technique: Technique = "sliding"
+    model: SpendDimension | None = None
+    provider: SpendDimension | None = None
+    metadata: dict[str, SpendDimension] = {}
 
 
 class GatewayConfig(_Model):
@@ -140,6 +197,17 @@ class GatewayConfig(_Model):
     retries: RetryConfig = RetryConfig()
     request_timeout_ms: PositiveInt | None = None
     account_id: str | None = None
+    spend_limits: list[SpendRule] = Field(default=[], max_length=MAX_SPEND_RULES)
+
+    @field_validator("spend_limits")
+    @classmethod
+    def _unique_rule_ids(cls, rules: list[SpendRule]) -> list[SpendRule]:
+        seen: set[str] = set()
+        for rule in rules:
+            if rule.id in seen:
+                raise ValueError(f"duplicate spend rule id {rule.id!r}")
+            seen.add(rule.id)
+        return rules
 
 
 class ProviderOverride(_Model):
@@ -162,6 +230,29 @@ class ServerConfig(_Model):
     idle_timeout_ms: PositiveInt = 300_000
     upstream_pool_size: PositiveInt = 4096
     log_queue_size: PositiveInt = 50_000
+    cache_max_entry_bytes: PositiveInt = 25 * 1024 * 1024  # larger answers are served but not cached
+    cache_max_memory_bytes: PositiveInt = 256 * 1024 * 1024  # the in-process cache, LRU by bytes
+
+
+class FailOpenConfig(_Model):
+    """Per feature: when shared state is unreachable, let calls through (true) or refuse them (false).
+    The response cache always fails open."""
+
+    rate_limit: bool = True
+    budget: bool = False
+
+
+class StateConfig(_Model):
+    fail_open: FailOpenConfig = FailOpenConfig()
+
+
+class LogsConfig(_Model):
+    """Log retention: by age, by count, or both; at the cap either the oldest go or new ones are dropped
+    (counted and logged loudly, never silently)."""
+
+    retention_days: PositiveFloat | None = None
+    max_records: PositiveInt | None = None
+    strategy: Literal["delete_oldest", "stop_inserting"] = "delete_oldest"
 
 
 class Config(_Model):
@@ -174,7 +265,11 @@ class Config(_Model):
     providers: dict[BuiltinProvider, ProviderOverride] = {}
     custom_providers: dict[Slug, CustomProviderConfig] = {}
     routes: dict[str, dict[str, Any]] = {}
+    # per `provider/model`: USD per million tokens (input, output, cache_read, cache_write, reasoning)
+    prices: dict[str, dict[str, float]] = {}
     server: ServerConfig = ServerConfig()
+    state: StateConfig = StateConfig()
+    logs: LogsConfig = LogsConfig()
 
     @field_validator("data_dir")
     @classmethod
@@ -355,9 +450,7 @@ def _lookup(match: re.Match[str], key: _Key, missing: list[tuple[_Key, str]]) ->
     return found
 
 
-def _validation_problems(
-    exc: ValidationError, lines: dict[_Key, int], skip: set[_Key]
-) -> list[ConfigProblem]:
+def _validation_problems(exc: ValidationError, lines: dict[_Key, int], skip: set[_Key]) -> list[ConfigProblem]:
     """One problem per pydantic error, except at keys already reported as unset environment variables."""
     problems = []
     for error in exc.errors(include_url=False):

@@ -90,6 +90,8 @@ def record(i: int, **overrides: Any) -> dict[str, Any]:
         "response_size": 256,
         "error": None,
         "user_agent": "test/1.0",
+        "feedback": None,
+        "score": None,
     }
     record.update(overrides)
     return record

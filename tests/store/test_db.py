@@ -73,8 +73,8 @@ def test_resolve_urls(tmp_path: Path) -> None:
 
 
 def test_other_schemes_are_refused_clearly(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="'postgresql' is not supported yet"):
-        db.StoreUrls.resolve("postgresql://u@h/db", tmp_path)
+    with pytest.raises(ValueError, match="'mysql' is not supported"):
+        db.StoreUrls.resolve("mysql://u@h/db", tmp_path)
 
 
 def test_sync_connections_get_pragmas(engine: Engine) -> None:

@@ -25,6 +25,7 @@ from switchpoint.store.secrets import Sealer, load_master_key
 from tests.upstreams.server import Upstreams, start_upstreams
 
 ACCOUNT = "acct"
+ADMIN_TOKEN = "admin-token-for-tests-0123456789"
 MAX_BODY = 256 * 1024
 
 
@@ -33,6 +34,7 @@ def gateway_config(ups: Upstreams, data_dir: Path) -> dict[str, Any]:
     openai_origin = ups.origins["openai"]
     return {
         "data_dir": str(data_dir),
+        "admin_token": ADMIN_TOKEN,
         "providers": {
             "openai": {"base_url": ups.openai_base},
             "groq": {"base_url": ups.openai_base},
@@ -51,6 +53,10 @@ def gateway_config(ups: Upstreams, data_dir: Path) -> dict[str, Any]:
             "quiet": {"collect_logs": False},
             "pinned": {"account_id": "acct-pinned"},
             "hasty": {"request_timeout_ms": 300},
+            "cached": {"cache_ttl": 300},
+            "limited": {"rate_limit": {"limit": 3, "window": 3600, "technique": "fixed"}},
+            "per_user": {"rate_limit": {"limit": 2, "window": 3600, "key": "metadata.user"}},
+            "budget": {"spend_limits": [{"id": "tiny", "limit": 0.025, "window": 3600, "technique": "fixed"}]},
         },
         "server": {"max_body_bytes": MAX_BODY, "idle_timeout_ms": 1500, "connect_timeout_ms": 1000},
     }
@@ -132,6 +138,13 @@ class GatewayStack:
             repo.set_key(engine, Sealer(load_master_key(self.data_dir)), gateway, provider, alias, key)
         finally:
             engine.dispose()
+
+    def runtime(self) -> Any:
+        """The running gateway's Runtime (prices, registry, metrics), for tests that compute expectations."""
+        from switchpoint.surfaces.common import RUNTIME
+
+        assert self._runner is not None
+        return self._runner.app[RUNTIME]
 
     def wait_for_snapshot(self, predicate: Any, timeout: float = 1.0) -> float:
         """Seconds until the running gateway's credentials satisfy `predicate` (fails after `timeout`)."""

@@ -92,9 +92,7 @@ def _tools(body: JSON) -> list[JSON]:
     choice = c.obj(body.get("tool_choice"))
     if not isinstance(tools, list) or choice.get("type") == "none":
         return []
-    custom = [
-        t for t in tools if isinstance(t, dict) and t.get("name") and t.get("type", "custom") == "custom"
-    ]
+    custom = [t for t in tools if isinstance(t, dict) and t.get("name") and t.get("type", "custom") == "custom"]
     if choice.get("type") == "tool":
         custom = [t for t in custom if t["name"] == choice.get("name")]
     single = choice.get("disable_parallel_tool_use") is True or choice.get("type") == "tool"
@@ -125,18 +123,14 @@ def plan_answer(body: JSON) -> Answer:
     blocks: list[JSON] = []
     thinking = body.get("thinking")
     if isinstance(thinking, dict) and thinking.get("type") == "enabled":
-        blocks.append(
-            {"type": "thinking", "thinking": f"Thinking about: {user_text}", "signature": "sig_" + "A" * 40}
-        )
+        blocks.append({"type": "thinking", "thinking": f"Thinking about: {user_text}", "signature": "sig_" + "A" * 40})
     tools = [] if c.is_tool_result_turn(messages) else _tools(body)
     choice = c.obj(body.get("tool_choice"))
     if tools and choice.get("type", "auto") == "auto":
         blocks.append({"type": "text", "text": "Calling " + ", ".join(t["name"] for t in tools) + "."})
     for tool in tools:
         args = c.tool_arguments(tool.get("input_schema"), user_text)
-        blocks.append(
-            {"type": "tool_use", "id": c.new_id("toolu_01", 22), "name": tool["name"], "input": args}
-        )
+        blocks.append({"type": "tool_use", "id": c.new_id("toolu_01", 22), "name": tool["name"], "input": args})
     stop = "tool_use" if tools else "end_turn"
     if not tools:
         text = c.pieces(c.reply_text(messages))
@@ -181,9 +175,7 @@ def _block_events(index: int, block: JSON) -> list[bytes]:
     kind = block["type"]
     start = {"tool_use": {**block, "input": {}}, "thinking": {**block, "thinking": "", "signature": ""}}
     opening = start.get(kind, {"type": "text", "text": ""})
-    events = [
-        sse({"type": "content_block_start", "index": index, "content_block": opening}, "content_block_start")
-    ]
+    events = [sse({"type": "content_block_start", "index": index, "content_block": opening}, "content_block_start")]
     deltas: list[JSON] = [{"type": "input_json_delta", "partial_json": ""}] if kind == "tool_use" else []
     for piece in _block_pieces(block):
         if kind == "tool_use":
@@ -195,9 +187,7 @@ def _block_events(index: int, block: JSON) -> list[bytes]:
     if kind == "thinking":
         deltas.append({"type": "signature_delta", "signature": block["signature"]})
     for delta in deltas:
-        events.append(
-            sse({"type": "content_block_delta", "index": index, "delta": delta}, "content_block_delta")
-        )
+        events.append(sse({"type": "content_block_delta", "index": index, "delta": delta}, "content_block_delta"))
     events.append(sse({"type": "content_block_stop", "index": index}, "content_block_stop"))
     return events
 
@@ -261,8 +251,7 @@ async def _models(request: web.Request) -> web.StreamResponse:
     if denied is not None:
         return json_response(denied)
     data = [
-        {"type": "model", "id": mid, "display_name": name, "created_at": "2025-08-05T00:00:00Z"}
-        for mid, name in MODELS
+        {"type": "model", "id": mid, "display_name": name, "created_at": "2025-08-05T00:00:00Z"} for mid, name in MODELS
     ]
     body = {"data": data, "has_more": False, "first_id": data[0]["id"], "last_id": data[-1]["id"]}
     return json_response(JsonReply(body, headers=_headers()))

@@ -57,9 +57,7 @@ def is_tool_result_turn(messages: list[Any]) -> bool:
     if last.get("role") == "tool":
         return True
     content = last.get("content")
-    return isinstance(content, list) and any(
-        isinstance(p, dict) and p.get("type") == "tool_result" for p in content
-    )
+    return isinstance(content, list) and any(isinstance(p, dict) and p.get("type") == "tool_result" for p in content)
 
 
 def last_user_text(messages: list[Any]) -> str:

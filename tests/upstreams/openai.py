@@ -68,9 +68,7 @@ class Turn:
 
 
 def error_body(status: int, message: str, param: str | None = None, code: str | None = None) -> JSON:
-    kind, default_code = _ERROR_KINDS.get(
-        status, ("server_error" if status >= 500 else "invalid_request_error", None)
-    )
+    kind, default_code = _ERROR_KINDS.get(status, ("server_error" if status >= 500 else "invalid_request_error", None))
     return {"error": {"message": message, "type": kind, "param": param, "code": code or default_code}}
 
 
@@ -103,9 +101,7 @@ def check_auth(request: web.Request) -> JsonReply | None:
         )
     else:
         return None
-    return JsonReply(
-        error_body(401, message, code="invalid_api_key"), status=401, headers=_headers(), indent=2
-    )
+    return JsonReply(error_body(401, message, code="invalid_api_key"), status=401, headers=_headers(), indent=2)
 
 
 def _function_tools(body: JSON) -> list[JSON]:
@@ -135,8 +131,7 @@ def plan_turn(body: JSON, flavor: Flavor = OPENAI) -> Turn:
         raise BadRequest("Missing required parameter: 'messages'.", "messages", "missing_required_parameter")
     if not messages:
         raise BadRequest(
-            "Invalid 'messages': empty array. Expected an array with minimum length 1, but got an empty "
-            "array instead.",
+            "Invalid 'messages': empty array. Expected an array with minimum length 1, but got an empty array instead.",
             "messages",
             "empty_array",
         )
@@ -272,8 +267,7 @@ def _embedding_inputs(value: Any) -> list[str]:
     if value is None:
         raise BadRequest("Missing required parameter: 'input'.", "input", "missing_required_parameter")
     raise BadRequest(
-        "'$.input' is invalid. Please check the API reference: "
-        "https://platform.openai.com/docs/api-reference."
+        "'$.input' is invalid. Please check the API reference: https://platform.openai.com/docs/api-reference."
     )
 
 

@@ -104,9 +104,7 @@ class Upstreams:
         }
         for provider, create_app in factories.items():
             app = create_app([_recorder(provider, self.requests)])
-            runner = web.AppRunner(
-                app, handler_cancellation=True, shutdown_timeout=SHUTDOWN_TIMEOUT, access_log=None
-            )
+            runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=SHUTDOWN_TIMEOUT, access_log=None)
             await runner.setup()
             site = web.TCPSite(runner, "127.0.0.1", 0)
             await site.start()

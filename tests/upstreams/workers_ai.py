@@ -83,15 +83,11 @@ def _legacy(body: JSON) -> Reply:
     if not isinstance(messages, list):
         prompt = body.get("prompt")
         if not isinstance(prompt, str):
-            raise BadRequest(
-                "Invalid data: required properties at '/' are 'prompt' or 'messages'", code="5004"
-            )
+            raise BadRequest("Invalid data: required properties at '/' are 'prompt' or 'messages'", code="5004")
         messages = [{"role": "user", "content": prompt}]
     user_text = c.last_user_text(messages)
     tools = [] if c.is_tool_result_turn(messages) else _legacy_tools(body)
-    calls = [
-        {"name": t["name"], "arguments": c.tool_arguments(t.get("parameters"), user_text)} for t in tools
-    ]
+    calls = [{"name": t["name"], "arguments": c.tool_arguments(t.get("parameters"), user_text)} for t in tools]
     text = [] if calls else c.pieces(c.reply_text(messages))
     limit = body.get("max_tokens")
     if isinstance(limit, int) and 0 < limit < len(text):

@@ -6,6 +6,7 @@ nothing else holds per-call state.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
 import time
@@ -16,12 +17,18 @@ from typing import Any
 from multidict import CIMultiDict
 
 from switchpoint.auth import Snapshot
+from switchpoint.cache import CacheDirective, Recorder, ResponseCache
 from switchpoint.config import Config, GatewayConfig
 from switchpoint.exchange.options import RequestOptions
 from switchpoint.formats.translator import Translator
 from switchpoint.formats.usage import Usage
+from switchpoint.limits import Limits, RateDecision, Reservation
+from switchpoint.observability import Metrics
+from switchpoint.pricing import PriceBook
 from switchpoint.providers.base import Dialect, Provider
 from switchpoint.providers.registry import Registry
+from switchpoint.routing.compile import RouteTable
+from switchpoint.routing.evaluate import Limiter
 from switchpoint.upstream import Upstream
 
 # Bodies larger than this are logged truncated, as Cloudflare does at 10 MB.
@@ -49,7 +56,14 @@ class Runtime:
     registry: Registry
     upstream: Upstream
     submit_log: Callable[[dict[str, Any]], None]
+    prices: PriceBook
+    metrics: Metrics
+    limiter: Limiter
+    limits: Limits
+    cache: ResponseCache
     snapshot: Snapshot = field(default_factory=Snapshot)
+    background: set[asyncio.Task[None]] = field(default_factory=set)  # settle tasks, kept from the GC
+    routes: RouteTable = field(default_factory=RouteTable)  # swapped whole when a deployment lands
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +108,17 @@ class Exchange:
     response_size: int = 0
     error: str | None = None
     stream_dialect: Dialect | None = None
+    error_kind: str | None = None  # snake_case error class for metrics: upstream_timeout, rate_limited...
+    route: str | None = None  # dynamic route name, version and the element ids walked, for the log
+    route_path: tuple[str, ...] = ()
+    token_id: str | None = None  # the gateway token that authenticated the call
+    rate: RateDecision | None = None  # its rate-limit bucket after this call, for RateLimit-* headers
+    reservation: Reservation | None = None
+    cache_directive: CacheDirective | None = None
+    cache_status: str | None = None  # HIT | MISS on cacheable calls
+    cached: bool = False
+    recorder: Recorder | None = None  # collects what the client gets, for the cache
+    response_headers: CIMultiDict[str] = field(default_factory=CIMultiDict)
 
     @property
     def event_id(self) -> str:
@@ -107,6 +132,8 @@ class Exchange:
         """The row for the log store; bodies only when payload collection is on."""
         payload = self.options.collect_payload
         usage = self.usage or Usage()
+        priced = self.runtime.prices.cost(self.provider, self.model, self.usage, self.options.custom_cost)
+        cost = 0.0 if self.cached else priced.cost  # a cache hit spends nothing
         return {
             "id": self.log_id,
             "created_at": self.created_at,
@@ -119,14 +146,14 @@ class Exchange:
             "surface": self.surface,
             "status_code": self.status,
             "success": 200 <= self.status < 300 and self.error is None,
-            "cached": False,
+            "cached": self.cached,
             "stream": self.stream,
             "attempts": self.attempts,
             "step": self.step,
             "tokens_in": usage.tokens_in,
             "tokens_out": usage.tokens_out,
-            "cost": None,
-            "custom_cost": False,
+            "cost": cost,
+            "custom_cost": priced.custom,
             "duration_ms": (time.perf_counter() - self.started) * 1000,
             "ttfb_ms": self.ttfb * 1000 if self.ttfb is not None else None,
             "event_id": self.event_id,
@@ -139,8 +166,13 @@ class Exchange:
             "response_size": self.response_size,
             "error": self.error,
             "user_agent": self.user_agent,
+            "error_kind": self.error_kind,
         }
 
-    def finish(self) -> None:
+    def finish(self) -> dict[str, Any]:
+        """Metrics count every call; the log store only those whose logging is on. Returns the record."""
+        record = self.log_record()
+        self.runtime.metrics.observe(record)
         if self.options.collect_log:
-            self.runtime.submit_log(self.log_record())
+            self.runtime.submit_log(record)
+        return record

@@ -13,6 +13,7 @@ import orjson
 
 from switchpoint.config import GatewayConfig
 from switchpoint.errors import BadRequest
+from switchpoint.pricing import CustomCost, parse_custom_cost
 from switchpoint.routing.attempts import MAX_ATTEMPTS, MAX_DELAY_MS, Backoff, RetryPolicy
 
 MAX_METADATA_KEYS = 5
@@ -28,6 +29,7 @@ class RequestOptions:
     collect_payload: bool
     event_id: str | None
     byok_alias: str | None
+    custom_cost: CustomCost | None = None
 
 
 def _int_header(headers: Mapping[str, str], name: str, low: int, high: int | None) -> int | None:
@@ -99,7 +101,17 @@ def parse_options(headers: Mapping[str, str], gateway: GatewayConfig) -> Request
         collect_payload=_bool_header(headers, "cf-aig-collect-log-payload", True),
         event_id=event_id,
         byok_alias=headers.get("cf-aig-byok-alias"),
+        custom_cost=_custom_cost(headers.get("cf-aig-custom-cost")),
     )
+
+
+def _custom_cost(raw: str | None) -> CustomCost | None:
+    if raw is None:
+        return None
+    try:
+        return parse_custom_cost(raw)
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from None
 
 
 def default_options(gateway: GatewayConfig) -> RequestOptions:

@@ -27,14 +27,14 @@ _DROP = frozenset(
 _KEY_SLOTS = ("authorization", "x-api-key")
 
 
-def authenticate(snapshot: auth.Snapshot, gateway_id: str, headers: Mapping[str, str]) -> None:
+def authenticate(snapshot: auth.Snapshot, gateway_id: str, headers: Mapping[str, str]) -> str:
     """Raise 401/2009 unless a valid token for the gateway came in `cf-aig-authorization` or a key slot.
 
     Runs before the call gets an Exchange: unauthenticated traffic must not be able to fill the log.
     """
     candidates = [headers.get("cf-aig-authorization")]
     candidates += [headers.get(slot) for slot in _KEY_SLOTS]
-    auth.require_token(snapshot, gateway_id, *candidates)
+    return auth.require_token(snapshot, gateway_id, *candidates)
 
 
 def _forwardable(name: str, value: str) -> bool:

@@ -37,11 +37,18 @@ def response_headers(upstream: Mapping[str, str], ex: Exchange) -> CIMultiDict[s
 
 
 def gateway_headers(out: CIMultiDict[str], ex: Exchange) -> None:
+    if ex.cache_status is not None:
+        out["cf-aig-cache-status"] = ex.cache_status
+    if ex.rate is not None:
+        out.update(ex.rate.headers())
     out["cf-aig-log-id"] = ex.log_id
     out["cf-aig-request-id"] = ex.log_id
     out["cf-aig-event-id"] = ex.event_id
     if ex.surface == "universal" and ex.step is not None:
         out["cf-aig-step"] = str(ex.step)
+    if ex.route is not None:  # which model a dynamic route picked
+        out["cf-aig-model"] = ex.model or ""
+        out["cf-aig-provider"] = ex.provider or ""
 
 
 def terminator(target: Target) -> bytes | None:
@@ -75,7 +82,15 @@ async def relay(ex: Exchange, request: web.Request, target: Target, answer: Upst
     ex.response_size = len(body)
     if 200 <= answer.status < 300:
         ex.usage = usage_from_body(body)
+    _record(ex, headers, body)
     return web.Response(status=answer.status, body=body, headers=headers)
+
+
+def _record(ex: Exchange, headers: CIMultiDict[str], data: bytes | None = None) -> None:
+    """Remember what the client gets (headers, and bytes when the cache wants them)."""
+    ex.response_headers = headers
+    if data and ex.recorder is not None:
+        ex.recorder.add(data)
 
 
 async def _relay_translated(
@@ -105,6 +120,7 @@ async def _relay_translated(
     ex.status = status
     ex.response_body = body
     ex.response_size = len(body)
+    _record(ex, headers, body)
     return web.Response(status=status, body=body, headers=headers)
 
 
@@ -115,12 +131,14 @@ async def _relay_translated_stream(
     response = web.StreamResponse(status=answer.status, headers=headers)
     await response.prepare(request)
     kept = _Kept()
+    _record(ex, headers)
     try:
         async for chunk in answer.chunks():
             out = translator.stream(chunk)
             if out:
                 await response.write(out)
                 kept.add(out)
+                _record(ex, headers, out)
         out = translator.close()
     except UpstreamError as err:
         ex.error = err.message
@@ -136,6 +154,7 @@ async def _relay_translated_stream(
     if out:
         await response.write(out)
         kept.add(out)
+        _record(ex, headers, out)
         ex.response_body, ex.response_size = kept.body(), kept.size
     ex.error = ex.error or translator.failure
     await response.write_eof()
@@ -150,14 +169,17 @@ async def _relay_stream(
     await response.prepare(request)
     kept = _Kept()
     stripper = openai.UsageChunkStripper() if target.strip_usage else None
+    _record(ex, headers)
     try:
         async for chunk in answer.chunks():
             out = chunk if stripper is None else stripper.feed(chunk)
             if out:
                 await response.write(out)
+                _record(ex, headers, out)
             kept.add(chunk)
         if stripper is not None and (rest := stripper.flush()):
             await response.write(rest)
+            _record(ex, headers, rest)
         end = terminator(target) if answer.status < 300 else None
         if end is not None and end not in kept.tail():
             raise UpstreamTruncated()

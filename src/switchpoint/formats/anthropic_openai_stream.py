@@ -14,7 +14,7 @@ import orjson
 
 from switchpoint.formats import anthropic
 from switchpoint.formats.sse import SSEParser
-from switchpoint.formats.usage import Usage
+from switchpoint.formats.usage import Usage, usage_from_obj
 
 JSON = dict[str, Any]
 Target = str | int  # "thinking", "text", or the OpenAI index of a tool call
@@ -70,10 +70,8 @@ def anthropic_usage(usage: Any) -> JSON:
 
 
 def gateway_usage(usage: Any) -> Usage | None:
-    if not isinstance(usage, dict):
-        return None
-    tokens_in, tokens_out = as_int(usage.get("prompt_tokens")), as_int(usage.get("completion_tokens"))
-    return None if tokens_in is None and tokens_out is None else Usage(tokens_in, tokens_out)
+    """The upstream's OpenAI usage, read by the shared reader so cache and reasoning parts are kept."""
+    return usage_from_obj({"usage": usage}) if isinstance(usage, dict) else None
 
 
 def error_type(status: int) -> str:

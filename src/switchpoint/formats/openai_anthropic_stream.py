@@ -112,7 +112,8 @@ class TokenCounts:
         return body
 
     def usage(self) -> Usage:
-        return Usage(self.prompt, self.output)
+        """Cache parts kept apart, so cost never bills cached tokens at the full input price."""
+        return Usage(self.prompt, self.output, self.cache_read, self.cache_write, self.reasoning)
 
 
 def completion_body(body: bytes, model: str) -> tuple[bytes, Usage]:

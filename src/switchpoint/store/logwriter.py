@@ -7,54 +7,50 @@ record is only ever lost when the spool itself cannot be written (counted as `dr
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import logging
 import os
+import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from sqlalchemy import insert, select
-from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError, SQLAlchemyError
-from sqlalchemy.exc import TimeoutError as PoolTimeout
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from switchpoint.store.tables import BINARY_LOG_COLUMNS, LOG_COLUMNS, logs
+from switchpoint.store.db import is_db_down
+from switchpoint.store.spool import (
+    Record,
+    decode_record,
+    encode_record,
+    file_size,
+    open_append,
+    read_chunk,
+    write_all,
+)
+from switchpoint.store.spool import row as table_row
+from switchpoint.store.tables import LOG_COLUMNS, logs
+
+__all__ = ["Capacity", "LogWriter", "Record", "decode_record", "encode_record"]
 
 _log = logging.getLogger("switchpoint.logs")
-_B64 = "$b64"
 _BACKOFF_MIN = 0.5
 _BACKOFF_MAX = 10.0
-# The database is unreachable or unusable as a whole: keep the records and retry later.
-_DB_DOWN = (OperationalError, InterfaceError, DisconnectionError, PoolTimeout, OSError)
-
-Record = dict[str, Any]
+_DROP_LOG_EVERY_S = 10.0
 
 
-def _encode_bytes(value: Any) -> Any:
-    if isinstance(value, bytes | bytearray | memoryview):
-        return {_B64: base64.b64encode(value).decode()}
-    raise TypeError(f"cannot store {type(value).__name__} in a log record")
+class Capacity(Protocol):
+    """How many more records the store takes (retention `stop_inserting`); told how many were written."""
 
+    def admit(self, count: int) -> int: ...
 
-def encode_record(record: Record) -> bytes:
-    """One spool line: JSON with bytes as `{"$b64": ...}`, newline-terminated."""
-    return orjson.dumps(record, default=_encode_bytes, option=orjson.OPT_APPEND_NEWLINE)
-
-
-def decode_record(line: bytes) -> Record:
-    """Invert `encode_record` exactly (only the body columns can hold bytes)."""
-    record: Record = orjson.loads(line)
-    for name in BINARY_LOG_COLUMNS:
-        value = record.get(name)
-        if isinstance(value, dict) and _B64 in value:
-            record[name] = base64.b64decode(value[_B64])
-    return record
+    def wrote(self, count: int) -> None: ...
 
 
 _MARKS = {"qmark": "?", "format": "%s"}
+_NUMBERED = {"numeric_dollar": "${}", "numeric": ":{}"}  # asyncpg is numeric_dollar: $1, $2, ...
 _METADATA_INDEX = LOG_COLUMNS.index("metadata")
 _CUSTOM_COST_INDEX = LOG_COLUMNS.index("custom_cost")
 
@@ -65,10 +61,13 @@ def _driver_insert(paramstyle: str) -> str | None:
     Binding tuples straight to the driver skips SQLAlchemy's per-row parameter processing, which was the
     largest cost of logging at thousands of calls per second.
     """
-    mark = _MARKS.get(paramstyle)
-    if mark is None:
+    if paramstyle in _MARKS:
+        marks = [_MARKS[paramstyle]] * len(LOG_COLUMNS)
+    elif paramstyle in _NUMBERED:
+        marks = [_NUMBERED[paramstyle].format(i) for i in range(1, len(LOG_COLUMNS) + 1)]
+    else:
         return None
-    return f"INSERT INTO logs ({', '.join(LOG_COLUMNS)}) VALUES ({', '.join([mark] * len(LOG_COLUMNS))})"
+    return f"INSERT INTO logs ({', '.join(LOG_COLUMNS)}) VALUES ({', '.join(marks)})"
 
 
 def _driver_row(record: Record) -> tuple[Any, ...]:
@@ -79,50 +78,6 @@ def _driver_row(record: Record) -> tuple[Any, ...]:
     if row[_CUSTOM_COST_INDEX] is None:
         row[_CUSTOM_COST_INDEX] = False
     return tuple(row)
-
-
-def _row(record: Record) -> Record:
-    """Exactly the `logs` columns, so every row of an executemany has the same keys."""
-    row = {name: record.get(name) for name in LOG_COLUMNS}
-    if row["custom_cost"] is None:
-        row["custom_cost"] = False
-    return row
-
-
-def _read_chunk(path: Path, offset: int, limit: int) -> tuple[list[Record], list[bytes], int] | None:
-    """Up to `limit` records from `offset`: (records, undecodable lines, next offset); None at the end."""
-    records: list[Record] = []
-    bad: list[bytes] = []
-    with path.open("rb") as f:
-        f.seek(offset)
-        for line in f:
-            try:
-                records.append(_row(decode_record(line)))
-            except (ValueError, TypeError, AttributeError):
-                bad.append(line)
-            if len(records) + len(bad) >= limit:
-                break
-        end = f.tell()
-    return None if end == offset else (records, bad, end)
-
-
-def _open_append(path: Path) -> int:
-    """An O_APPEND descriptor on a private (0600) file, creating its directory (0700) when needed."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-
-
-def _file_size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except OSError:  # missing, or its directory is not one: nothing spooled there
-        return 0
 
 
 class LogWriter:
@@ -139,8 +94,11 @@ class LogWriter:
         queue_size: int = 50000,
         batch_size: int = 500,
         flush_interval: float = 0.2,
+        capacity: Capacity | None = None,
     ) -> None:
         self._engine = engine
+        self._capacity = capacity
+        self._last_drop_log = -_DROP_LOG_EVERY_S
         self._spool = Path(spool_path)
         self._draining = self._spool.with_name(self._spool.name + ".draining")
         self.rejected_path = self._spool.with_name(self._spool.name + ".rejected")
@@ -159,7 +117,7 @@ class LogWriter:
     @property
     def counters(self) -> dict[str, int]:
         """accepted = written + rejected + dropped + queue_depth + records still in the spool (at rest)."""
-        spool_bytes = _file_size(self._spool) + max(0, _file_size(self._draining) - self._drain_offset)
+        spool_bytes = file_size(self._spool) + max(0, file_size(self._draining) - self._drain_offset)
         return {**self._counts, "queue_depth": self._queue.qsize(), "spool_bytes": spool_bytes}
 
     def submit(self, record: Record) -> None:
@@ -264,23 +222,42 @@ class LogWriter:
     # -- the database side ----------------------------------------------------------------------------
 
     async def _store(self, rows: list[Record], *, dedupe: bool) -> int:
-        try:
-            return await self._insert(rows, dedupe=dedupe)
-        except _DB_DOWN:
-            raise
-        except SQLAlchemyError:  # the store refused a record itself: find it and set it aside
-            return await self._store_each(rows)
+        """Insert what the capacity admits, then drop the rest; a failure raises before anything is counted,
+        so the caller spools (or retries) the whole batch."""
+        admitted = len(rows) if self._capacity is None else self._capacity.admit(len(rows))
+        written = 0
+        if admitted:
+            try:
+                written = await self._insert(rows[:admitted], dedupe=dedupe)
+            except SQLAlchemyError as exc:
+                if is_db_down(exc):
+                    raise
+                written = await self._store_each(rows[:admitted])  # the store refused a record: set it aside
+        if admitted < len(rows):
+            self._discard(len(rows) - admitted)
+        if self._capacity is not None:
+            self._capacity.wrote(written)
+        return written
 
     async def _store_each(self, rows: list[Record]) -> int:
         written = 0
         for row in rows:
             try:
                 written += await self._insert([row], dedupe=True)
-            except _DB_DOWN:
-                raise
             except SQLAlchemyError as exc:
+                if is_db_down(exc):
+                    raise
                 self._reject(encode_record(row), f"{row.get('id')}: {exc}")
         return written
+
+    def _discard(self, count: int) -> None:
+        """Retention `stop_inserting` with the store full: drop, count, and say so (at most every 10 s)."""
+        self._counts["dropped"] += count
+        now = time.monotonic()
+        if now - self._last_drop_log >= _DROP_LOG_EVERY_S:
+            self._last_drop_log = now
+            total = self._counts["dropped"]
+            _log.error("log store is full (retention stop_inserting): dropped %d record(s), %d in all", count, total)
 
     async def _insert(self, rows: list[Record], *, dedupe: bool) -> int:
         """One transaction, one executemany; `dedupe` skips ids already stored (a replay after a doubt)."""
@@ -289,7 +266,7 @@ class LogWriter:
             if fresh:
                 sql = _driver_insert(conn.dialect.paramstyle)
                 if sql is None:
-                    await conn.execute(insert(logs), [_row(r) for r in fresh])
+                    await conn.execute(insert(logs), [table_row(r) for r in fresh])
                 else:
                     await conn.exec_driver_sql(sql, [_driver_row(r) for r in fresh])
         return len(rows)
@@ -326,8 +303,8 @@ class LogWriter:
 
     def _append(self, data: bytes) -> None:
         if self._spool_fd is None:
-            self._spool_fd = _open_append(self._spool)
-        _write_all(self._spool_fd, data)
+            self._spool_fd = open_append(self._spool)
+        write_all(self._spool_fd, data)
 
     def _drop(self, count: int, why: str) -> None:
         self._counts["dropped"] += count
@@ -336,9 +313,9 @@ class LogWriter:
     def _reject(self, line: bytes, why: str) -> None:
         """Keep a record the store refuses in `rejected_path`, so it neither blocks the spool nor vanishes."""
         try:
-            fd = _open_append(self.rejected_path)
+            fd = open_append(self.rejected_path)
             try:
-                _write_all(fd, line if line.endswith(b"\n") else line + b"\n")
+                write_all(fd, line if line.endswith(b"\n") else line + b"\n")
             finally:
                 os.close(fd)
         except OSError as exc:
@@ -348,7 +325,7 @@ class LogWriter:
         _log.error("log record refused by the store, kept in %s: %s", self.rejected_path, why)
 
     def _spool_pending(self) -> bool:
-        return self._draining.exists() or _file_size(self._spool) > 0
+        return self._draining.exists() or file_size(self._spool) > 0
 
     async def _spool_loop(self) -> None:
         delay = _BACKOFF_MIN
@@ -381,7 +358,7 @@ class LogWriter:
                 self._spool_fd = None
             os.replace(self._spool, self._draining)
             self._drain_offset = 0
-        while chunk := await asyncio.to_thread(_read_chunk, self._draining, self._drain_offset, self._batch_size):
+        while chunk := await asyncio.to_thread(read_chunk, self._draining, self._drain_offset, self._batch_size):
             records, bad, end = chunk
             if records:
                 written = await self._store(records, dedupe=True)

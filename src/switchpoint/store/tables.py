@@ -16,9 +16,17 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     false,
+    text,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 
 metadata = MetaData()
+
+# Columns the analytics query reads; fixed-size or short, so index tuples stay far below btree's 2.7 KB limit.
+ANALYTICS_COLUMNS = (
+    "provider", "model", "status_code", "success", "cached",
+    "tokens_in", "tokens_out", "cost", "duration_ms", "ttfb_ms",
+)  # fmt: skip
 
 gateway_tokens = Table(
     "gateway_tokens",
@@ -78,19 +86,81 @@ logs = Table(
     Column("duration_ms", Float, nullable=False),
     Column("ttfb_ms", Float, nullable=True),
     Column("event_id", String, nullable=False),
-    Column("metadata", JSON(none_as_null=True), nullable=True),
+    # jsonb on PostgreSQL (0003), so metadata filters use a GIN index; JSON text on SQLite.
+    Column("metadata", JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql"), nullable=True),
     Column("request_body", LargeBinary, nullable=True),
     Column("response_body", LargeBinary, nullable=True),
     Column("request_size", Integer, nullable=False),
     Column("response_size", Integer, nullable=False),
     Column("error", Text, nullable=True),
     Column("user_agent", String, nullable=True),
-    Index("ix_logs_gateway_created_at", "gateway", "created_at"),
+    Column("feedback", Integer, nullable=True),  # -1 thumbs down, 1 thumbs up (PATCH .../logs/{id}); 0003
+    Column("score", Float, nullable=True),  # 0..100, set by PATCH; 0003
+    # On PostgreSQL (0003) it also carries what analytics reads, so analytics is an index-only scan.
+    Index("ix_logs_gateway_created_at", "gateway", "created_at", postgresql_include=list(ANALYTICS_COLUMNS)),
     Index("ix_logs_event_id", "event_id"),
     # `logs tail` without --gateway orders by time; without this it sorts the whole table.
     Index("ix_logs_created_at", "created_at"),
+    # 0003: the logs API's common filters stay index range scans at 10 million rows.
+    Index("ix_logs_gateway_model_created_at", "gateway", "model", "created_at"),
+    Index("ix_logs_gateway_provider_created_at", "gateway", "provider", "created_at"),
+    Index(
+        "ix_logs_gateway_failed_created_at",
+        "gateway",
+        "created_at",
+        postgresql_where=text("NOT success"),
+        sqlite_where=text("NOT success"),
+    ),
+    # PostgreSQL also has ix_logs_metadata (GIN, jsonb_path_ops) for metadata filters, made by 0003 alone:
+    # Alembic's comparison ignores `ddl_if`, so a PostgreSQL-only index cannot be declared here.
 )
 
 # Plain `str` names (SQLAlchemy's are a str subclass, which orjson refuses as dict keys).
 LOG_COLUMNS: tuple[str, ...] = tuple(str(c.name) for c in logs.columns)
 BINARY_LOG_COLUMNS: frozenset[str] = frozenset(str(c.name) for c in logs.columns if isinstance(c.type, LargeBinary))
+
+# -- dynamic routes (migration 0002_routes) ----------------------------------------------------------------
+
+# A route is a name on a gateway; its versions are immutable element lists; a deployment makes one live.
+routes = Table(
+    "routes",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("gateway", String, nullable=False),
+    Column("name", String, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("modified_at", Float, nullable=False),
+    UniqueConstraint("gateway", "name", name="uq_routes_gateway_name"),
+)
+
+route_versions = Table(
+    "route_versions",
+    metadata,
+    Column("version_id", String(32), primary_key=True),
+    Column("route_id", String(32), nullable=False),
+    Column("number", Integer, nullable=False),  # 1, 2, ... within the route
+    Column("elements", JSON, nullable=False),  # normalized (API spelling) element list
+    Column("created_at", Float, nullable=False),
+    Column("comment", Text, nullable=True),
+    UniqueConstraint("route_id", "number", name="uq_route_versions_number"),
+)
+
+route_deployments = Table(
+    "route_deployments",
+    metadata,
+    Column("deployment_id", String(32), primary_key=True),
+    Column("route_id", String(32), nullable=False),
+    Column("version_id", String(32), nullable=False),
+    Column("number", Integer, nullable=False),  # the newest deployment of a route is its live version
+    Column("created_at", Float, nullable=False),
+    Column("comment", Text, nullable=True),
+    UniqueConstraint("route_id", "number", name="uq_route_deployments_number"),
+)
+
+# One row (id=1) bumped in the same transaction as every route change; gateways poll it.
+routes_version = Table(
+    "routes_version",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("counter", Integer, nullable=False),
+)

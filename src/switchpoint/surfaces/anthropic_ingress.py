@@ -9,10 +9,12 @@ from __future__ import annotations
 from aiohttp import web
 
 from switchpoint.errors import MethodNotAllowed
-from switchpoint.exchange import Exchange, attempt, relay
+from switchpoint.exchange import Exchange, governance
 from switchpoint.providers.base import Dialect
 from switchpoint.surfaces.common import RUNTIME, json_object, serve_call
-from switchpoint.surfaces.compat import CHAT, compat_target
+from switchpoint.surfaces.dynamic import PREFIX as DYNAMIC
+from switchpoint.surfaces.dynamic import plan_dynamic
+from switchpoint.surfaces.planning import CHAT, compat_target
 
 
 async def _plan(ex: Exchange, request: web.Request) -> web.StreamResponse:
@@ -20,13 +22,11 @@ async def _plan(ex: Exchange, request: web.Request) -> web.StreamResponse:
         raise MethodNotAllowed(f"{request.method} is not allowed here; use POST")
     obj = json_object(ex.body)
     ex.stream = obj.get("stream") is True
+    if str(obj.get("model", "")).startswith(DYNAMIC):
+        return await plan_dynamic(ex, request, obj, CHAT, Dialect.ANTHROPIC)
     target = compat_target(request.app[RUNTIME].registry, ex.account, obj, CHAT, client=Dialect.ANTHROPIC)
     ex.provider, ex.model = target.provider.name, target.model
-    target, answer = await attempt(ex, request.headers, [(target, ex.options.retry)])
-    try:
-        return await relay(ex, request, target, answer)
-    finally:
-        answer.release()
+    return await governance.governed_call(ex, request, target, "compat/anthropic")
 
 
 async def messages(request: web.Request) -> web.StreamResponse:

@@ -7,6 +7,7 @@ client's dialect and makes sure each call that got past authentication leaves ex
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -14,6 +15,7 @@ import orjson
 from aiohttp import web
 from multidict import CIMultiDict
 
+from switchpoint.cache import cache_directive
 from switchpoint.config import GatewayConfig
 from switchpoint.errors import BadRequest, GatewayError, PayloadTooLarge, UnknownGateway
 from switchpoint.exchange import (
@@ -22,9 +24,11 @@ from switchpoint.exchange import (
     authenticate,
     default_options,
     gateway_headers,
+    governance,
     parse_options,
 )
 from switchpoint.formats import anthropic, cloudflare, openai
+from switchpoint.limits import RateLimitExceeded
 
 RUNTIME = web.AppKey("runtime", Runtime)
 JSON = "application/json"
@@ -42,6 +46,8 @@ def render_error(err: GatewayError, dialect: str, ex: Exchange | None = None) ->
     headers: CIMultiDict[str] = CIMultiDict()
     if err.retry_after is not None:
         headers["retry-after"] = str(max(1, round(err.retry_after)))
+    if isinstance(err, RateLimitExceeded):
+        headers.update(err.headers())
     if ex is not None:
         gateway_headers(headers, ex)
     return web.Response(status=err.status, body=body, content_type=JSON, headers=headers)
@@ -73,6 +79,10 @@ def json_object(body: bytes) -> dict[str, Any]:
     return value
 
 
+def _snake(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
 async def serve_call(request: web.Request, surface: str, dialect: str, plan: Plan) -> web.StreamResponse:
     """Resolve, authenticate and frame one call; `plan` does the surface-specific rest."""
     runtime = request.app[RUNTIME]
@@ -81,8 +91,7 @@ async def serve_call(request: web.Request, surface: str, dialect: str, plan: Pla
     ex: Exchange | None = None
     try:
         gateway = resolve_gateway(runtime, account, gateway_id)
-        if gateway.authentication:
-            authenticate(runtime.snapshot, gateway_id, request.headers)
+        token_id = authenticate(runtime.snapshot, gateway_id, request.headers) if gateway.authentication else None
         ex = Exchange(
             runtime=runtime,
             gateway_id=gateway_id,
@@ -95,13 +104,17 @@ async def serve_call(request: web.Request, surface: str, dialect: str, plan: Pla
             client_dialect=dialect,
             user_agent=request.headers.get("user-agent"),
         )
+        ex.token_id = token_id
         ex.options = parse_options(request.headers, gateway)
+        ex.cache_directive = cache_directive(gateway, request.method, request.headers)
+        await governance.check_rate(ex)
         ex.body = await read_body(request, runtime.config.server.max_body_bytes)
         return await plan(ex, request)
     except GatewayError as err:
         if ex is not None:
             ex.status = err.status
             ex.error = err.message
+            ex.error_kind = _snake(type(err).__name__)
         return render_error(err, dialect, ex)
     except (asyncio.CancelledError, ConnectionResetError):
         if ex is not None:
@@ -109,4 +122,4 @@ async def serve_call(request: web.Request, surface: str, dialect: str, plan: Pla
         raise
     finally:
         if ex is not None:
-            ex.finish()
+            governance.settle_budget(ex, ex.finish()["cost"])

@@ -6,7 +6,7 @@ from aiohttp import web
 
 from switchpoint.errors import NotFound
 from switchpoint.formats import cloudflare
-from switchpoint.surfaces.common import JSON
+from switchpoint.surfaces.common import JSON, RUNTIME
 
 _OK = b'{"status":"ok"}'
 
@@ -20,3 +20,9 @@ async def not_found(request: web.Request) -> web.Response:
         f"No route for {request.method} {request.path}; gateway paths start with /v1/{{account}}/{{gateway}}/"
     )
     return web.Response(status=404, body=cloudflare.error_body(404, None, err.message), content_type=JSON)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus exposition of this worker's metrics (or all workers' in multiprocess mode)."""
+    body, content_type = request.app[RUNTIME].metrics.render()
+    return web.Response(body=body, headers={"Content-Type": content_type})

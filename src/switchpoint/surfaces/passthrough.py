@@ -6,7 +6,7 @@ import orjson
 from aiohttp import web
 
 from switchpoint.errors import InvalidProvider
-from switchpoint.exchange import Exchange, Target, attempt, relay
+from switchpoint.exchange import Exchange, Target, governance
 from switchpoint.surfaces.common import RUNTIME, serve_call
 
 # Only small JSON bodies are parsed, and only to name the model in the log.
@@ -43,11 +43,7 @@ async def _plan(ex: Exchange, request: web.Request) -> web.StreamResponse:
     ex.model, ex.stream = _peek_model(ex.body, rest)
     url = provider.upstream_url(ex.account, rest, raw_query)
     target = Target(provider=provider, url=url, body=ex.body, model=ex.model, path=rest)
-    target, answer = await attempt(ex, request.headers, [(target, ex.options.retry)])
-    try:
-        return await relay(ex, request, target, answer)
-    finally:
-        answer.release()
+    return await governance.governed_call(ex, request, target, "passthrough", raw_query)
 
 
 async def handle(request: web.Request) -> web.StreamResponse:

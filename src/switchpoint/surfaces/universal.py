@@ -17,7 +17,7 @@ from switchpoint.exchange import Exchange, Target, attempt, relay
 from switchpoint.providers.registry import Registry
 from switchpoint.routing.attempts import MAX_ATTEMPTS, MAX_DELAY_MS, RetryPolicy
 from switchpoint.surfaces.common import RUNTIME, serve_call
-from switchpoint.surfaces.compat import CHAT, EMBEDDINGS, compat_target
+from switchpoint.surfaces.planning import CHAT, EMBEDDINGS, compat_target
 
 MAX_STEPS = 10
 

@@ -1,0 +1,312 @@
+"""Rate limits and spend limits as policy: which buckets a call counts against, checked in one atomic
+state call, and what happens when the state cannot be reached (`state.fail_open`, per feature).
+
+Rate limits count requests per gateway, or per gateway token or metadata value (`rate_limit.key`); a call
+without that token or value shares one bucket (`-`), so leaving it out never escapes the limit. Spend
+limits reserve the expected cost before the call in every rule that applies and settle with the real
+cost after it. The same counters serve dynamic routes' rate and budget nodes through `RouteLimiter`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, NamedTuple
+
+import orjson
+
+from switchpoint.config import FailOpenConfig, GatewayConfig, RateLimitConfig, SpendRule, Technique, metadata_text
+from switchpoint.errors import BudgetExceeded, RateLimited
+from switchpoint.state.base import EPSILON, TECHNIQUES, Charge, CounterBackend, Decision, StateUnavailable
+
+log = logging.getLogger("switchpoint.limits")
+_NONE = "-"  # the shared bucket of calls that lack the partitioning token or metadata value
+_MAX_PART = 64  # longer partition values are hashed, so a client cannot make huge keys
+_MAX_CACHED_CHARGES = 10_000  # rate-limit charges kept built, per process (one per gateway/token/value)
+
+
+class RateDecision(NamedTuple):
+    """An admitted call's place in its rate limit, for the `RateLimit-*` response headers."""
+
+    limit: int
+    remaining: int
+    reset_s: int
+
+    @classmethod
+    def of(cls, decision: Decision) -> RateDecision:
+        reset = max(1, math.ceil(decision.reset_s))
+        return cls(int(decision.limit), int(decision.remaining + EPSILON), reset)
+
+    def headers(self) -> dict[str, str]:
+        return {
+            "RateLimit-Limit": str(self.limit),
+            "RateLimit-Remaining": str(self.remaining),
+            "RateLimit-Reset": str(self.reset_s),
+        }
+
+
+class RateLimitExceeded(RateLimited):
+    """429/2003 carrying the refused call's `RateLimit-*` values; `retry_after` is when one more call fits."""
+
+    def __init__(self, decision: RateDecision) -> None:
+        super().__init__(retry_after=decision.reset_s)
+        self.decision = decision
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.decision.reset_s), **self.decision.headers()}
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """The expected cost held in each applicable spend rule, and what `settle` needs to correct it."""
+
+    gateway_id: str
+    gateway: GatewayConfig
+    metadata: Mapping[str, Any] | None
+    provider: str
+    model: str | None
+    estimate: float
+    charges: tuple[Charge, ...]  # empty when the state was unreachable and the budget failed open
+    at: float
+
+
+def _part(value: object) -> str:
+    text = metadata_text(value)
+    if len(text) <= _MAX_PART:
+        return text
+    return "#" + hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def _bucket(prefix: str, parts: Sequence[str]) -> str:
+    return prefix if not parts else prefix + ":" + orjson.dumps(parts).decode()
+
+
+def _rule_bucket(
+    gateway_id: str, rule: SpendRule, provider: str, model: str | None, metadata: Mapping[str, Any]
+) -> str | None:
+    """The rule's bucket for this call, or None when a filter leaves the call out."""
+    parts: list[str] = []
+    full_model = None if model is None else f"{provider}/{model}"
+    for dimension, values in ((rule.model, (model, full_model)), (rule.provider, (provider,))):
+        if dimension is None:
+            continue
+        if dimension.mode == "filter" and not any(v in dimension.values for v in values if v is not None):
+            return None
+        if dimension.mode == "partition":
+            parts.append(_part(values[0] if values[0] is not None else _NONE))
+    for key in sorted(rule.metadata):
+        dimension, value = rule.metadata[key], metadata.get(key)
+        if dimension.mode == "filter" and (value is None or metadata_text(value) not in dimension.values):
+            return None
+        if dimension.mode == "partition":
+            parts.append(_part(_NONE if value is None else value))
+    return _bucket(f"sl:{gateway_id}:{rule.id}", parts)
+
+
+def _rule_text(rule: SpendRule) -> str:
+    return f"rule '{rule.id}' (cost limit {rule.limit:g} per {rule.window}s, {rule.technique})"
+
+
+class Limits:
+    """Built once per process from the state's counters and `config.state.fail_open`."""
+
+    def __init__(self, counters: CounterBackend, fail_open: FailOpenConfig | None = None) -> None:
+        self._counters = counters
+        self._fail_open = fail_open or FailOpenConfig()
+        self._rate_charges: dict[tuple[str, str | None], tuple[RateLimitConfig, Charge]] = {}
+        self._failing: set[str] = set()
+        self.failures = {"rate_limit": 0, "budget": 0}  # calls that met unreachable state, per feature
+
+    async def check_rate(
+        self,
+        gateway_id: str,
+        gateway: GatewayConfig,
+        token_id: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> RateDecision | None:
+        """Count this call; None when the gateway has no rate limit (or the state failed open). Raises
+        `RateLimitExceeded` (429/2003) over the limit, `RateLimited` when the state failed closed."""
+        rule = gateway.rate_limit
+        if rule is None:
+            return None
+        charge = self._rate_charge(gateway_id, rule, token_id, metadata)
+        try:
+            decision = (await self._counters.consume((charge,)))[0]
+        except StateUnavailable as exc:
+            if not self._unavailable("rate_limit", exc):
+                raise RateLimited("Rate limit state is unavailable", retry_after=1) from None
+            return None
+        if self._failing:
+            self._available("rate_limit")
+        result = RateDecision.of(decision)
+        if not decision.allowed:
+            raise RateLimitExceeded(result)
+        return result
+
+    def _rate_charge(
+        self, gateway_id: str, rule: RateLimitConfig, token_id: str | None, metadata: Mapping[str, Any] | None
+    ) -> Charge:
+        """The charge for this call's bucket, reused while the rule stays the same object (bounded)."""
+        if rule.key is None:
+            part = None
+        elif rule.key == "token":
+            part = token_id
+        else:
+            value = metadata.get(rule.key[9:]) if metadata else None  # after "metadata."
+            part = None if value is None else metadata_text(value)
+        cached = self._rate_charges.get((gateway_id, part))
+        if cached is not None and cached[0] is rule:
+            return cached[1]
+        if len(self._rate_charges) >= _MAX_CACHED_CHARGES:
+            self._rate_charges.clear()
+        bucket = f"rl:{gateway_id}"
+        if rule.key is not None:
+            bucket = f"{bucket}:{rule.key}:{_NONE if part is None else _part(part)}"
+        charge = Charge(bucket, 1, rule.limit, rule.window, rule.technique)
+        self._rate_charges[(gateway_id, part)] = (rule, charge)
+        return charge
+
+    async def reserve(
+        self,
+        gateway_id: str,
+        gateway: GatewayConfig,
+        provider: str,
+        model: str | None,
+        metadata: Mapping[str, Any] | None,
+        estimate: float,
+    ) -> Reservation | None:
+        """Hold `estimate` USD in every enabled spend rule that applies; None when the gateway has none.
+        Raises `BudgetExceeded` (429/2041) naming the first rule it does not fit, or when the state is
+        unreachable and budgets fail closed. An unpriced call (estimate 0) passes while a rule has money left."""
+        if not gateway.spend_limits:
+            return None
+        estimate = max(0.0, estimate)
+        reservation = Reservation(gateway_id, gateway, metadata, provider, model, estimate, (), 0.0)
+        rules, charges = self._spend_charges(reservation, provider, model, estimate)
+        if not charges:
+            return reservation
+        try:
+            decisions = await self._counters.consume(charges)
+        except StateUnavailable as exc:
+            if not self._unavailable("budget", exc):
+                raise BudgetExceeded("Spend limit state is unavailable", retry_after=1) from None
+            return reservation
+        self._available("budget")
+        for rule, decision in zip(rules, decisions, strict=True):
+            if not decision.allowed:
+                where = f"{provider} {model}" if model else provider
+                message = f"Spend limit exceeded: {_rule_text(rule)} for {where}"
+                raise BudgetExceeded(message, retry_after=max(1, math.ceil(decision.reset_s)))
+        return replace(reservation, charges=charges, at=decisions[0].at)
+
+    def _spend_charges(
+        self, reservation: Reservation, provider: str, model: str | None, amount: float
+    ) -> tuple[list[SpendRule], tuple[Charge, ...]]:
+        rules, charges = [], []
+        for rule in reservation.gateway.spend_limits:
+            if not rule.enabled:
+                continue
+            bucket = _rule_bucket(reservation.gateway_id, rule, provider, model, reservation.metadata or {})
+            if bucket is not None:
+                rules.append(rule)
+                charges.append(Charge(bucket, amount, rule.limit, rule.window, rule.technique))
+        return rules, tuple(charges)
+
+    async def settle(
+        self,
+        reservation: Reservation | None,
+        actual_cost: float | None,
+        provider: str | None = None,
+        model: str | None = None,
+    ) -> None:
+        """Correct the reservation with the real cost: refund the difference, or charge the excess (it is
+        spent already, so no check). `actual_cost` None (unpriced) keeps the estimate. When the answer came
+        from another provider or model than reserved (a fallback), the whole estimate goes back and the
+        cost is charged to the rules of the one that answered. Never raises: the call is over."""
+        if reservation is None or actual_cost is None:
+            return
+        if provider is None and model is None:
+            provider, model = reservation.provider, reservation.model
+        actual_cost = max(0.0, actual_cost)
+        _, now = self._spend_charges(reservation, provider or reservation.provider, model, -actual_cost)
+        if [c.key for c in now] == [c.key for c in reservation.charges]:
+            delta = reservation.estimate - actual_cost
+            adjust = [c._replace(amount=delta) for c in reservation.charges]
+        else:
+            adjust = [c._replace(amount=reservation.estimate) for c in reservation.charges] + list(now)
+        adjust = [c for c in adjust if abs(c.amount) > EPSILON]
+        if not adjust:
+            return
+        try:
+            await self._counters.refund(adjust, reservation.at)
+        except StateUnavailable as exc:
+            self._unavailable("budget", exc)
+        else:
+            self._available("budget")
+
+    async def route_check(
+        self, bucket: str, amount: float, limit: float, window_s: int, technique: str, take: bool = True
+    ) -> bool:
+        """A dynamic route's rate or budget node: does `amount` fit (and take it when `take`)? When the state
+        is unreachable the answer follows `fail_open.rate_limit`: yes, or no (the node's fallback)."""
+        charges = (Charge(f"rt:{bucket}", amount, limit, window_s, _technique(technique)),)
+        try:
+            decisions = await (self._counters.consume(charges) if take else self._counters.peek(charges))
+        except StateUnavailable as exc:
+            return self._unavailable("rate_limit", exc)
+        if self._failing:
+            self._available("rate_limit")
+        return decisions[0].allowed
+
+    async def route_add(self, bucket: str, amount: float, window_s: int, technique: str) -> None:
+        """Record a route budget's real cost once known, without a check; never raises (the call is over)."""
+        if amount <= 0:
+            return
+        charges = (Charge(f"rt:{bucket}", -amount, 0, window_s, _technique(technique)),)
+        try:
+            await self._counters.refund(charges, at=0)
+        except StateUnavailable as exc:
+            self._unavailable("budget", exc)
+
+    def _unavailable(self, feature: str, exc: StateUnavailable) -> bool:
+        """Count the failure, log the first of a run, and say whether the feature fails open."""
+        self.failures[feature] += 1
+        fail_open: bool = getattr(self._fail_open, feature)
+        if feature not in self._failing:
+            self._failing.add(feature)
+            action = "letting calls through" if fail_open else "refusing calls"
+            log.warning("%s state unavailable, %s: %s", feature, action, exc)
+        return fail_open
+
+    def _available(self, feature: str) -> None:
+        if feature in self._failing:
+            self._failing.discard(feature)
+            log.warning("%s state available again", feature)
+
+
+class RouteLimiter:
+    """Dynamic routes' `Limiter` and `LimitPeek` (routing/evaluate.py) over the gateway's shared counters:
+    `consume` before a node admits a call, `peek` for explain views, `add` to settle a budget node with the
+    call's real cost (`RouteOutcome.charges`)."""
+
+    def __init__(self, limits: Limits) -> None:
+        self._limits = limits
+
+    async def consume(self, bucket: str, amount: float, limit: float, window_s: int, technique: str) -> bool:
+        return await self._limits.route_check(bucket, amount, limit, window_s, technique)
+
+    async def peek(self, bucket: str, amount: float, limit: float, window_s: int, technique: str) -> bool:
+        return await self._limits.route_check(bucket, amount, limit, window_s, technique, take=False)
+
+    async def add(self, bucket: str, amount: float, window_s: int, technique: str) -> None:
+        await self._limits.route_add(bucket, amount, window_s, technique)
+
+
+def _technique(technique: str) -> Technique:
+    for known in TECHNIQUES:
+        if technique == known:
+            return known
+    raise ValueError(f"technique must be one of {', '.join(TECHNIQUES)}, got {technique!r}")

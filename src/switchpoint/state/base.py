@@ -1,0 +1,96 @@
+"""The narrow protocols every state backend implements: atomic counters and a byte cache.
+
+Counters keep windows in one of two techniques, with the same arithmetic in every backend:
+
+- `fixed`: windows aligned to the Unix epoch (a 600 s window runs 12:00-12:10, 12:10-12:20, ...),
+  as Cloudflare's fixed rate limits are; the count resets at each boundary.
+- `sliding`: the window is cut into `SLIDING_SLOTS` sub-windows of `ceil(window / SLIDING_SLOTS)` ms and
+  a charge counts for every sub-window that overlaps the last `window` seconds, the oldest one in full.
+  That is never more permissive than an exact sliding log (it cannot overshoot the limit); it may refuse
+  up to one sub-window (1/60 of the window) early. It keeps at most 61 numbers per key whatever the
+  rate, where a log would keep one entry per request.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import NamedTuple, Protocol
+
+from switchpoint.config import Technique
+
+TECHNIQUES: tuple[Technique, ...] = ("fixed", "sliding")
+SLIDING_SLOTS = 60
+# Costs are floats: sums of decimal prices must not be refused for a rounding error.
+EPSILON = 1e-9
+
+
+class StateUnavailable(Exception):
+    """The shared state could not be reached or answered with an error; callers apply their fail policy."""
+
+
+class Charge(NamedTuple):
+    """One amount against one counter. `key` is the caller's bucket name; backends add their namespace.
+    (NamedTuples here and in `Decision`: they are built on every call, and cost a third of a dataclass.)"""
+
+    key: str
+    amount: float
+    limit: float
+    window_s: int
+    technique: Technique
+
+
+class Decision(NamedTuple):
+    """The answer for one charge. `reset_s` is, when allowed, the time until the counter next frees
+    capacity, and when refused, the time until this amount would fit (the Retry-After)."""
+
+    allowed: bool
+    limit: float
+    remaining: float
+    reset_s: float
+    at: float  # the clock the backend used (Unix seconds); pass it back to `refund`
+
+
+def fits(used: float, amount: float, limit: float) -> bool:
+    """A positive amount must fit in what is left; a zero amount (an unpriced call) needs something left."""
+    if amount > 0:
+        return used + amount <= limit + EPSILON
+    return used + EPSILON < limit
+
+
+def slot_ms(window_ms: int) -> int:
+    """Length of one sliding sub-window."""
+    return max(1, math.ceil(window_ms / SLIDING_SLOTS))
+
+
+class CounterBackend(Protocol):
+    async def consume(self, charges: Sequence[Charge], now: float | None = None) -> list[Decision]:
+        """Apply every charge or none: all are checked, then all are added, in one atomic step.
+
+        The decisions come in the order of `charges`; when any is refused nothing is added and each
+        decision says whether its own charge would have fit. `now` (Unix seconds) is for tests; backends
+        use their own clock (Redis: the server's, so every machine agrees).
+        """
+        ...
+
+    async def peek(self, charges: Sequence[Charge], now: float | None = None) -> list[Decision]:
+        """What `consume` would answer now, taking nothing (for explain views)."""
+        ...
+
+    async def refund(self, charges: Sequence[Charge], at: float, now: float | None = None) -> None:
+        """Give back each charge's amount in the window it was consumed in (`at`, from its Decision), when
+        that window still counts; never below zero. A negative amount is an extra charge added now without
+        a limit check (a call that cost more than was reserved has already been spent)."""
+        ...
+
+
+class CacheBackend(Protocol):
+    async def get(self, key: str) -> bytes | None: ...
+
+    async def set(self, key: str, value: bytes, ttl_s: float) -> None: ...
+
+
+class StateBackend(CounterBackend, CacheBackend, Protocol):
+    """What the composition root opens once and closes at shutdown."""
+
+    async def aclose(self) -> None: ...
