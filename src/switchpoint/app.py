@@ -93,7 +93,11 @@ async def log_writer_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     spool = Path(config.data_dir) / "spool" / f"logs-worker-{app[WORKER_INDEX]}.ndjson"
     keeper = _retention(app)
-    writer = LogWriter(app[ENGINE], spool, queue_size=config.server.log_queue_size, capacity=keeper)
+    # Small, frequent batches: a flush shares the worker's core, and a short one delays fewer calls.
+    writer = LogWriter(
+        app[ENGINE], spool, queue_size=config.server.log_queue_size, batch_size=256, flush_interval=0.05,
+        capacity=keeper,
+    )  # fmt: skip
     await writer.start()
     app[LOG_WRITER] = writer
     task = asyncio.create_task(keeper.run()) if keeper is not None else None
