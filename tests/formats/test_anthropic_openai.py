@@ -541,6 +541,37 @@ def test_response_from_workers_ai_envelope_with_reasoning_field() -> None:
     assert answer["model"] == "@cf/openai/gpt-oss-120b"
 
 
+def test_response_thinking_blocks_come_back_in_order_with_their_signatures() -> None:
+    blocks = [{"type": "redacted_thinking", "data": "ENC"}, {"type": "thinking", "thinking": "t", "signature": "S"}]
+    message = {"role": "assistant", "content": "hi", "reasoning_content": "t", "thinking_blocks": [*blocks, "junk"]}
+    answer = orjson.loads(AnthropicToOpenAI(MODEL).response(completion(message)))
+    assert answer["content"] == [*blocks, {"type": "text", "text": "hi"}]
+
+
+def test_response_signed_thinking_without_text_is_still_a_block() -> None:
+    message = {"role": "assistant", "content": "hi", "reasoning_content": "", "reasoning_signature": "S"}
+    answer = orjson.loads(AnthropicToOpenAI(MODEL).response(completion(message)))
+    assert answer["content"][0] == {"type": "thinking", "thinking": "", "signature": "S"}
+
+
+@pytest.mark.parametrize(
+    ("details", "expected"),
+    [
+        ({"cached_tokens": 8, "cache_write_tokens": 20}, (2, 20, 8)),
+        ({"cache_write_tokens": 1}, (29, 1, 0)),
+        ({"cached_tokens": 25, "cache_write_tokens": 20}, (0, 5, 25)),  # never more than prompt_tokens in all
+        ({"cached_tokens": 8, "cache_write_tokens": -3}, (22, 0, 8)),
+    ],
+)
+def test_response_usage_takes_cache_writes_out_of_prompt_tokens(details: JSON, expected: tuple[int, ...]) -> None:
+    body = {"prompt_tokens": 30, "completion_tokens": 4, "total_tokens": 34, "prompt_tokens_details": details}
+    translator = AnthropicToOpenAI(MODEL)
+    answer = orjson.loads(translator.response(completion({"role": "assistant", "content": "x"}, usage_body=body)))
+    keys = ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
+    assert tuple(answer["usage"][k] for k in keys) == expected
+    assert translator.usage is not None and translator.usage.tokens_in == 30
+
+
 @pytest.mark.parametrize(
     ("finish", "tools", "reason"),
     [
@@ -781,11 +812,57 @@ REASONING_EVENTS = [
     STOP,
 ]
 
+SIGNED_STREAM = [  # an Anthropic upstream behind OpenAIToAnthropic: each signature as its thinking block ends
+    chunk({"role": "assistant", "content": ""}, usage=None),
+    chunk({"reasoning_content": "Let me"}, usage=None),
+    chunk({"reasoning_content": " think."}, usage=None),
+    chunk({"reasoning_signature": "sig-1"}, usage=None),
+    chunk({"reasoning_signature": "sig-2"}, usage=None),  # a signed thinking block without text
+    chunk({"thinking_blocks": [{"type": "redacted_thinking", "data": "opaque"}]}, usage=None),
+    chunk({"reasoning_content": "More."}, usage=None),
+    chunk({"content": "Answer"}, usage=None),
+    chunk({}, "stop", usage=None),
+    chunk(choices=[], usage={**usage(30, 4), "prompt_tokens_details": {"cached_tokens": 8, "cache_write_tokens": 20}}),
+    DONE,
+]
+SIGNED_EVENTS = [
+    START,
+    block_start(0, {"type": "thinking", "thinking": "", "signature": ""}),
+    delta(0, "thinking_delta", thinking="Let me"),
+    delta(0, "thinking_delta", thinking=" think."),
+    delta(0, "signature_delta", signature="sig-1"),
+    block_stop(0),
+    block_start(1, {"type": "thinking", "thinking": "", "signature": ""}),
+    delta(1, "signature_delta", signature="sig-2"),
+    block_stop(1),
+    block_start(2, {"type": "redacted_thinking", "data": "opaque"}),
+    block_stop(2),
+    block_start(3, {"type": "thinking", "thinking": "", "signature": ""}),
+    delta(3, "thinking_delta", thinking="More."),
+    delta(3, "signature_delta", signature=""),  # unsigned: closed when the text starts
+    block_stop(3),
+    block_start(4, {"type": "text", "text": ""}),
+    delta(4, "text_delta", text="Answer"),
+    block_stop(4),
+    {
+        "type": "message_delta",
+        "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+        "usage": {
+            "input_tokens": 2,
+            "output_tokens": 4,
+            "cache_creation_input_tokens": 20,
+            "cache_read_input_tokens": 8,
+        },
+    },
+    STOP,
+]
+
 SCENARIOS = {
     "text": (TEXT_STREAM, TEXT_EVENTS),
     "parallel-tools": (TOOLS_STREAM, TOOLS_EVENTS),
     "interleaved-tools": (INTERLEAVED_STREAM, INTERLEAVED_EVENTS),
     "reasoning-then-text": (REASONING_STREAM, REASONING_EVENTS),
+    "signed-thinking": (SIGNED_STREAM, SIGNED_EVENTS),
 }
 
 
@@ -839,6 +916,26 @@ def test_stream_without_usage_chunk_ends_on_done() -> None:
     tail = events(translator.stream(stream[2]))
     assert tail == [message_delta("max_tokens", 0, 0), STOP]
     assert translator.usage is None
+
+
+def test_stream_signature_waits_with_its_thinking_behind_an_unfinished_tool_call() -> None:
+    stream = [
+        chunk({"tool_calls": [call_head(0, "call_A", "f")]}),
+        chunk(call_piece(0, '{"a":')),
+        chunk({"reasoning_content": "x", "reasoning_signature": "S"}),
+        chunk(call_piece(0, "1}")),
+        chunk({}, "tool_calls"),
+        DONE,
+    ]
+    seq = events(translate(stream))
+    check_well_formed(seq)
+    assert seq[5:10] == [
+        block_start(1, {"type": "thinking", "thinking": "", "signature": ""}),
+        delta(1, "thinking_delta", thinking="x"),
+        delta(1, "signature_delta", signature="S"),
+        block_stop(1),
+        message_delta("tool_use", 0, 0),
+    ]
 
 
 def test_stream_usage_is_the_last_seen() -> None:

@@ -895,6 +895,89 @@ def test_stream_malformed_events_end_with_an_error_event(bad: bytes) -> None:
     assert sum("error" in e for e in events if isinstance(e, dict)) == 1
 
 
+def _block(index: int, block: JSON, *deltas: JSON) -> bytes:
+    events = [{"type": "content_block_start", "index": index, "content_block": block}]
+    events += [{"type": "content_block_delta", "index": index, "delta": d} for d in deltas]
+    return b"".join(_sse(e) for e in [*events, {"type": "content_block_stop", "index": index}])
+
+
+def test_stream_sends_each_thinking_signature_when_its_block_ends() -> None:
+    blob = START + _block(
+        0,
+        {"type": "thinking", "thinking": "", "signature": ""},
+        {"type": "thinking_delta", "thinking": "abc"},
+        {"type": "signature_delta", "signature": "SIG"},
+    )
+    blob += _block(1, {"type": "thinking", "thinking": "", "signature": "S2"})  # signed, without text
+    blob += _block(2, {"type": "redacted_thinking", "data": "ENC"})
+    blob += _block(3, {"type": "text", "text": ""}, {"type": "text_delta", "text": "hi"}) + STOP
+    translator = OpenAIToAnthropic(MODEL)
+    chunks = _events(translator.stream(blob) + translator.close())
+    deltas = [c["choices"][0]["delta"] for c in chunks[1:-1]]  # role first, [DONE] last
+    assert deltas == [
+        {"reasoning_content": "abc"},
+        {"reasoning_signature": "SIG"},
+        {"reasoning_signature": "S2"},
+        {"thinking_blocks": [{"type": "redacted_thinking", "data": "ENC"}]},
+        {"content": "hi"},
+        {},  # the finish_reason chunk repeats nothing
+    ]
+
+
+def test_stream_signature_of_a_thinking_block_left_open_comes_with_the_finish() -> None:
+    start = _sse({"type": "content_block_start", "index": 0, "content_block": {"type": "thinking", "thinking": "x"}})
+    signature = {"type": "signature_delta", "signature": "SIG"}
+    blob = START + start + _sse({"type": "content_block_delta", "index": 0, "delta": signature}) + STOP
+    result = _run(blob)
+    assert (result.reasoning, result.signature, result.finish_reason) == ("x", "SIG", "tool_calls")
+
+
+BAD_COUNTS = [
+    {"input_tokens": 2**64 - 1, "output_tokens": 1},
+    {"input_tokens": 2**63, "cache_read_input_tokens": 2**63},
+    {"input_tokens": 1, "cache_creation_input_tokens": -1},
+    {"input_tokens": "7"},
+    {"input_tokens": 7.0},
+    {"output_tokens": True},
+    {"input_tokens": 1, "output_tokens_details": {"thinking_tokens": -2}},
+]
+
+
+@pytest.mark.parametrize("usage", BAD_COUNTS)
+def test_response_with_invalid_token_counts_is_a_translation_error(usage: JSON) -> None:
+    with pytest.raises(TranslationError, match="usage"):
+        OpenAIToAnthropic(MODEL).response(_message([{"type": "text", "text": "x"}], usage=usage))
+
+
+@pytest.mark.parametrize("usage", BAD_COUNTS)
+@pytest.mark.parametrize("at", ["message_start", "message_delta"])
+def test_stream_with_invalid_token_counts_ends_with_an_error_event(usage: JSON, at: str) -> None:
+    start = {"id": "msg_1", "type": "message", "role": "assistant", "content": [], "usage": usage}
+    finish = {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 1}}
+    if at == "message_start":
+        start["usage"] = usage
+    else:
+        start["usage"], finish["usage"] = {"input_tokens": 1}, usage
+    blob = _sse({"type": "message_start", "message": start}) + _sse(finish) + _sse({"type": "message_stop"})
+    translator = OpenAIToAnthropic(MODEL)
+    translator.request({"messages": [USER], "stream": True, "stream_options": {"include_usage": True}})
+    out = _events(translator.stream(blob))
+    assert out[-1]["error"]["type"] == "api_error" and "usage" in out[-1]["error"]["message"]
+    assert translator.failure is not None and translator.close() == b""
+
+
+def test_stream_null_token_counts_are_not_reported_ones() -> None:
+    start = {"id": "msg_1", "type": "message", "role": "assistant", "content": [], "usage": {"input_tokens": 4}}
+    finish = {
+        "type": "message_delta",
+        "delta": {"stop_reason": "end_turn"},
+        "usage": {"input_tokens": None, "cache_read_input_tokens": None, "output_tokens": 2},
+    }
+    blob = _sse({"type": "message_start", "message": start}) + _sse(finish) + _sse({"type": "message_stop"})
+    result = _run(blob)
+    assert result.usage is not None and (result.usage["prompt_tokens"], result.usage["completion_tokens"]) == (4, 2)
+
+
 def test_stream_events_before_message_start_are_an_error() -> None:
     translator = OpenAIToAnthropic(MODEL)
     out = translator.stream(_sse({"type": "content_block_stop", "index": 0}))

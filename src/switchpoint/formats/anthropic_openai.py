@@ -13,9 +13,10 @@ Streams are translated by `anthropic_openai_stream.AnthropicStream`. Rules chose
 - Reasoning: `thinking.type: disabled` sends no `reasoning_effort`; otherwise `output_config.effort` wins
   (low/medium/high as is, xhigh/max → high), else an `enabled` budget maps ≤2048 low, ≤8192 medium, else high;
   `adaptive` without an effort leaves the upstream's default.
-- Answers: reasoning becomes a `thinking` block whose signature is the upstream's `reasoning_signature` or ""
-  (the Anthropic SDK accepts ""). Tool arguments that are not a JSON object are kept as `{"_raw": "<text>"}`
-  so the client sees them, never a silent `{}`; empty arguments mean `{}`.
+- Answers: `thinking_blocks` (thinking and redacted_thinking) come back as they are; else reasoning becomes
+  a `thinking` block whose signature is the upstream's `reasoning_signature` or "" (the Anthropic SDK accepts
+  ""). Cache reads and writes are taken out of `prompt_tokens`. Tool arguments that are not a JSON object are
+  kept as `{"_raw": "<text>"}` so the client sees them, never a silent `{}`; empty arguments mean `{}`.
 - A 2xx body that is not a chat completion (or is an error object) raises TranslationError: treat it as a 502.
 """
 
@@ -369,12 +370,11 @@ def translate_response(body: bytes, model: str) -> tuple[JSON, Usage | None]:
 
 
 def _answer_blocks(message: JSON, upstream_id: str) -> list[JSON]:
-    blocks: list[JSON] = []
+    blocks = _thinking_blocks(message.get("thinking_blocks"))
     reasoning = text_of(message.get("reasoning_content")) or text_of(message.get("reasoning"))
-    if reasoning:
-        blocks.append(
-            {"type": "thinking", "thinking": reasoning, "signature": text_of(message.get("reasoning_signature"))}
-        )
+    signature = text_of(message.get("reasoning_signature"))
+    if (reasoning or signature) and not blocks:  # signed thinking without text is still a block
+        blocks.append({"type": "thinking", "thinking": reasoning, "signature": signature})
     content = message.get("content")
     if isinstance(content, list):  # some servers answer with content parts
         content = "".join(p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
@@ -390,6 +390,18 @@ def _answer_blocks(message: JSON, upstream_id: str) -> list[JSON]:
         arguments = parse_arguments(function.get("arguments"))
         blocks.append({"type": "tool_use", "id": call_id, "name": text_of(function.get("name")), "input": arguments})
     return blocks
+
+
+def _thinking_blocks(blocks: Any) -> list[JSON]:
+    """The well-formed thinking and redacted_thinking blocks of an OpenAI `thinking_blocks` list, in order."""
+    out: list[JSON] = []
+    for block in (obj_of(b) for b in (blocks if isinstance(blocks, list) else [])):
+        kind, text, data = block.get("type"), block.get("thinking"), block.get("data")
+        if kind == "thinking" and isinstance(text, str):
+            out.append({"type": kind, "thinking": text, "signature": text_of(block.get("signature"))})
+        elif kind == "redacted_thinking" and isinstance(data, str):
+            out.append({"type": kind, "data": data})
+    return out
 
 
 def parse_arguments(raw: Any) -> JSON:

@@ -17,20 +17,15 @@ from switchpoint.formats.sse import SSEParser
 from switchpoint.formats.usage import Usage, usage_from_obj
 
 JSON = dict[str, Any]
-Target = str | int  # "thinking", "text", or the OpenAI index of a tool call
+Target = str | int  # "thinking", "redacted", "text", or the OpenAI index of a tool call
 
 _STOP_REASONS = {"stop": "end_turn", "end": "end_turn", "length": "max_tokens", "content_filter": "refusal"}
 _TOOL_FINISHES = ("tool_calls", "tool_call", "function_call")
 _MORE_ERROR_TYPES = {402: "billing_error", 503: "overloaded_error", 504: "timeout_error"}
-_ERROR_WORDS = (
-    ("rate_limit", "rate_limit_error"),
-    ("overloaded", "overloaded_error"),
-    ("invalid_api_key", "authentication_error"),
-    ("authentication", "authentication_error"),
-    ("permission", "permission_error"),
-    ("not_found", "not_found_error"),
-    ("invalid_request", "invalid_request_error"),
-)
+_ERROR_WORDS = (("rate_limit", "rate_limit_error"), ("overloaded", "overloaded_error"),
+                ("invalid_api_key", "authentication_error"), ("authentication", "authentication_error"),
+                ("permission", "permission_error"), ("not_found", "not_found_error"),
+                ("invalid_request", "invalid_request_error"))  # fmt: skip
 
 
 def as_int(value: Any) -> int | None:
@@ -54,17 +49,20 @@ def stop_reason(finish: Any, has_tools: bool) -> str:
 
 
 def anthropic_usage(usage: Any) -> JSON:
-    """OpenAI usage → Anthropic usage (zeros when unknown): input excludes cache reads, inside prompt_tokens."""
+    """OpenAI usage → Anthropic usage (zeros when unknown): input excludes the cache reads and writes that
+    prompt_tokens include (`prompt_tokens_details.cached_tokens` and `.cache_write_tokens`)."""
     usage = obj_of(usage)
-    prompt = as_int(usage.get("prompt_tokens")) or 0
-    cached = as_int(obj_of(usage.get("prompt_tokens_details")).get("cached_tokens"))
+    details = obj_of(usage.get("prompt_tokens_details"))
+    prompt = max(as_int(usage.get("prompt_tokens")) or 0, 0)
+    cached = as_int(details.get("cached_tokens"))
     if cached is None:
         cached = as_int(usage.get("prompt_cache_hit_tokens"))  # DeepSeek's spelling
-    cached = min(max(cached or 0, 0), max(prompt, 0))
+    cached = min(max(cached or 0, 0), prompt)
+    written = min(max(as_int(details.get("cache_write_tokens")) or 0, 0), prompt - cached)
     return {
-        "input_tokens": max(prompt - cached, 0),
+        "input_tokens": prompt - cached - written,
         "output_tokens": as_int(usage.get("completion_tokens")) or 0,
-        "cache_creation_input_tokens": 0,
+        "cache_creation_input_tokens": written,
         "cache_read_input_tokens": cached,
     }
 
@@ -161,8 +159,10 @@ class AnthropicStream:
 
     Deltas for the open block are emitted at once. A delta for another target waits in `_queue` until
     the open block may close: text and thinking blocks always may, a tool_use block once its arguments
-    are a whole JSON value (so interleaved parallel calls never lose a piece). The finish_reason closes
-    everything; message_delta and message_stop follow once usage has arrived, or on `[DONE]` / `close()`.
+    are a whole JSON value (so interleaved parallel calls never lose a piece). A `reasoning_signature` ends
+    its thinking block (a signature without text still makes one); a redacted_thinking block in a delta's
+    `thinking_blocks` is whole at once. The finish_reason closes everything; message_delta and message_stop
+    follow once usage has arrived, or on `[DONE]` / `close()`.
     `[DONE]` without a finish_reason still ends cleanly; a body that ends with neither, a non-JSON event or
     an upstream error object ends with an Anthropic `error` event instead, and nothing follows it.
     """
@@ -176,11 +176,10 @@ class AnthropicStream:
         self._msg_id = ""
         self._next = 0
         self._open: Target | None = None
-        self._queue: list[tuple[Target, str]] = []
+        self._queue: list[tuple[Target, str, bool]] = []  # (target, piece, whether it is the signature)
         self._calls: dict[int, _Call] = {}
         self._keys: dict[int, int] = {}  # OpenAI tool-call index → our key
         self._last: int | None = None
-        self._signature = ""
         self._finish: str | None = None
         self._usage: JSON | None = None
         self.failure: str | None = None  # why the stream ended in an error event, for the log
@@ -255,16 +254,9 @@ class AnthropicStream:
         self._started = True
         self._msg_id = "msg_" + (text_of(obj.get("id")) or "unknown")
         usage = anthropic_usage(obj.get("usage"))
-        message: JSON = {
-            "id": self._msg_id,
-            "type": "message",
-            "role": "assistant",
-            "model": self._model,
-            "content": [],
-            "stop_reason": None,
-            "stop_sequence": None,
-            "usage": {**usage, "output_tokens": 0},
-        }
+        message: JSON = {"id": self._msg_id, "type": "message", "role": "assistant", "model": self._model,
+                         "content": [], "stop_reason": None, "stop_sequence": None,
+                         "usage": {**usage, "output_tokens": 0}}  # fmt: skip
         self._out.append(_event(b"message_start", {"type": "message_start", "message": message}))
 
     def _on_choice(self, choice: JSON) -> None:
@@ -282,7 +274,11 @@ class AnthropicStream:
             self._put("thinking", reasoning)
         signature = delta.get("reasoning_signature")
         if isinstance(signature, str) and signature:
-            self._signature = signature
+            self._put("thinking", signature, seal=True)
+        blocks = delta.get("thinking_blocks")  # in a stream: each block once, as it comes (thinking text does not)
+        for block in blocks if isinstance(blocks, list) else []:
+            if obj_of(block).get("type") == "redacted_thinking" and isinstance(block.get("data"), str):
+                self._put("redacted", block["data"])
         for key in ("content", "refusal"):
             text = delta.get(key)
             if isinstance(text, str) and text:
@@ -331,34 +327,46 @@ class AnthropicStream:
         self._calls[key] = _Call()
         return key
 
-    def _put(self, target: Target, piece: str) -> None:
-        if target == self._open:
+    def _put(self, target: Target, piece: str, seal: bool = False) -> None:
+        if target == self._open and seal:
+            self._close(piece)
+        elif target == self._open:
             self._delta(target, piece)
         else:
-            self._queue.append((target, piece))
+            self._queue.append((target, piece, seal))
         self._pump(final=False)
 
     def _pump(self, final: bool) -> None:
-        """Open queued targets in arrival order while the open block may close; `final` forces all out."""
+        """Open queued targets in arrival order while the open block may close; `final` forces all out.
+
+        An opened block takes its queued pieces in order, up to its signature (a redacted block: none)."""
         while self._queue and (final or self._may_close()):
-            target = self._queue[0][0]
+            target, first, _ = self._queue[0]
             if not final and isinstance(target, int) and self._calls[target].name is None:
                 return  # a tool block needs its name to open
             self._close()
-            self._open_block(target)
-            for piece in [p for t, p in self._queue if t == target]:
-                self._delta(target, piece)
-            self._queue = [(t, p) for t, p in self._queue if t != target]
+            self._open_block(target, first)
+            rest = []
+            for entry in self._queue:
+                if self._open != target or entry[0] != target:
+                    rest.append(entry)
+                elif target == "redacted" or entry[2]:
+                    self._close(entry[1] if entry[2] else "")
+                else:
+                    self._delta(target, entry[1])
+            self._queue = rest
         if final:
             self._close()
 
     def _may_close(self) -> bool:
         return not isinstance(self._open, int) or self._calls[self._open].complete()
 
-    def _open_block(self, target: Target) -> None:
+    def _open_block(self, target: Target, first: str) -> None:
         block: JSON
         if target == "thinking":
             block = {"type": "thinking", "thinking": "", "signature": ""}
+        elif target == "redacted":
+            block = {"type": "redacted_thinking", "data": first}
         elif target == "text":
             block = {"type": "text", "text": ""}
         else:
@@ -386,12 +394,11 @@ class AnthropicStream:
         event = {"type": "content_block_delta", "index": self._next, "delta": delta}
         self._out.append(_event(b"content_block_delta", event))
 
-    def _close(self) -> None:
+    def _close(self, signature: str = "") -> None:
         if self._open is None:
             return
-        if self._open == "thinking":
-            self._emit_delta({"type": "signature_delta", "signature": self._signature})
-            self._signature = ""
+        if self._open == "thinking":  # unsigned reasoning (from upstreams other than Anthropic) is signed ""
+            self._emit_delta({"type": "signature_delta", "signature": signature})
         elif isinstance(self._open, int):
             self._calls[self._open].closed = True
         self._out.append(_event(b"content_block_stop", {"type": "content_block_stop", "index": self._next}))

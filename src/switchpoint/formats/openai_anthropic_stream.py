@@ -1,8 +1,11 @@
 """Anthropic Messages answers as OpenAI Chat Completions: whole messages, error bodies, and the SSE stream
 state that translates a stream event by event.
 
-Every event is translated as it arrives; nothing waits for the end of the stream. A stream that is cut,
-malformed or carries an upstream `error` event ends with an OpenAI error event, never a clean close.
+Every event is translated as it arrives; nothing waits for the end of the stream: a thinking block's signature
+goes out as a `reasoning_signature` delta when the block ends, a redacted_thinking block as a one-block
+`thinking_blocks` delta when it starts. A stream that is cut, malformed (token counts included: each must be an
+integer from 0 to MAX_TOKENS) or carries an upstream `error` event ends with an OpenAI error event, never a
+clean close.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ FINISH_REASONS = {
     "tool_use": "tool_calls",
     "refusal": "content_filter",
 }
+MAX_TOKENS = 2**53 - 1  # a larger token count is no real count, and sums of four such counts still encode as JSON
 # Anthropic's error types already use OpenAI's words, except this one (its status, 413, is kept).
 _ERROR_TYPES = {"request_too_large": "invalid_request_error"}
 _IN_MESSAGE = frozenset(
@@ -70,8 +74,14 @@ def thinking_fields(blocks: list[JSON]) -> JSON:
     return {"thinking_blocks": blocks}
 
 
-def _int(value: object, default: int) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else default
+def _count(usage: JSON, key: str, default: int) -> int:
+    """A token count of Anthropic's usage; null or absent keeps `default`, anything but 0..MAX_TOKENS is Malformed."""
+    value = usage.get(key)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_TOKENS:
+        raise Malformed(f"upstream usage has an invalid {key!r}: {value!r:.40}")
+    return value
 
 
 @dataclass(slots=True)
@@ -85,15 +95,16 @@ class TokenCounts:
     reasoning: int | None = None
 
     def update(self, usage: object) -> None:
+        """Raises Malformed for a count that is not an integer in 0..MAX_TOKENS (null means not reported)."""
         if not isinstance(usage, dict):
             return
-        self.input = _int(usage.get("input_tokens"), self.input)
-        self.cache_read = _int(usage.get("cache_read_input_tokens"), self.cache_read)
-        self.cache_write = _int(usage.get("cache_creation_input_tokens"), self.cache_write)
-        self.output = _int(usage.get("output_tokens"), self.output)
+        self.input = _count(usage, "input_tokens", self.input)
+        self.cache_read = _count(usage, "cache_read_input_tokens", self.cache_read)
+        self.cache_write = _count(usage, "cache_creation_input_tokens", self.cache_write)
+        self.output = _count(usage, "output_tokens", self.output)
         details = usage.get("output_tokens_details")
-        if isinstance(details, dict) and isinstance(details.get("thinking_tokens"), int):
-            self.reasoning = details["thinking_tokens"]
+        if isinstance(details, dict) and details.get("thinking_tokens") is not None:
+            self.reasoning = _count(details, "thinking_tokens", 0)
 
     @property
     def prompt(self) -> int:
@@ -119,7 +130,8 @@ class TokenCounts:
 def completion_body(body: bytes, model: str) -> tuple[bytes, Usage]:
     """An Anthropic Message body → an OpenAI `chat.completion` body and its usage.
 
-    A 2xx body that is not a message raises TranslationError, as in `anthropic_openai`: the caller answers 502.
+    A 2xx body that is not a message (or whose token counts are not counts) raises TranslationError, as in
+    `anthropic_openai`: the caller answers 502.
     """
     try:
         message = orjson.loads(body)
@@ -127,8 +139,11 @@ def completion_body(body: bytes, model: str) -> tuple[bytes, Usage]:
         raise TranslationError(f"The upstream answer is not JSON: {exc}") from exc
     if not isinstance(message, dict) or message.get("type", "message") != "message":
         raise TranslationError(f"The upstream answer is not an Anthropic message: {body[:200]!r}")
-    answer, tokens = completion(message, model)
-    return orjson.dumps(answer), tokens.usage()
+    try:
+        answer, tokens = completion(message, model)
+        return orjson.dumps(answer), tokens.usage()
+    except (Malformed, orjson.JSONEncodeError) as exc:
+        raise TranslationError(f"The upstream answer cannot be translated: {exc}") from exc
 
 
 def completion(message: JSON, model: str) -> tuple[JSON, TokenCounts]:
@@ -221,7 +236,7 @@ class StreamState:
     _parser: SSEParser = field(default_factory=SSEParser)
     _head: JSON = field(default_factory=dict)
     _tools: dict[int, _ToolCall] = field(default_factory=dict)
-    _thinking: dict[int, JSON] = field(default_factory=dict)
+    _signatures: dict[int, str] = field(default_factory=dict)  # open thinking blocks' signatures, by index
 
     def feed(self, chunk: bytes) -> bytes:
         out: list[bytes] = []
@@ -257,6 +272,8 @@ class StreamState:
             return self.fail("upstream sent a malformed stream event (invalid JSON)", "api_error")
         except Malformed as exc:
             return self.fail(str(exc), "api_error")
+        except orjson.JSONEncodeError as exc:  # a value of the upstream's that JSON cannot carry back out
+            return self.fail(f"upstream stream event cannot be translated: {exc}", "api_error")
 
     def _dispatch(self, kind: str, data: JSON) -> bytes:
         if kind == "error":
@@ -303,17 +320,12 @@ class StreamState:
             text = block.get("text")
             return self._chunk({"content": text}) if isinstance(text, str) and text else b""
         if kind == "thinking":
-            thinking, signature = block.get("thinking"), block.get("signature")
-            text = thinking if isinstance(thinking, str) else ""
-            self._thinking[index] = {
-                "type": "thinking",
-                "thinking": text,
-                "signature": signature if isinstance(signature, str) else "",
-            }
+            text = _str(block.get("thinking"))
+            self._signatures[index] = _str(block.get("signature"))
             return self._chunk({"reasoning_content": text}) if text else b""
         if kind == "redacted_thinking":
-            self._thinking[index] = {"type": "redacted_thinking", "data": _field(block, "data", str)}
-            return b""
+            redacted = {"type": "redacted_thinking", "data": _field(block, "data", str)}
+            return self._chunk({"thinking_blocks": [redacted]})  # whole at its start: sent at once
         if kind == "tool_use":
             return self._tool_start(index, block)
         return b""  # server tool blocks and citations: nothing an OpenAI client can represent
@@ -332,13 +344,11 @@ class StreamState:
             return self._chunk({"content": text}) if text else b""
         if kind == "thinking_delta":
             text = _field(delta, "thinking", str)
-            if index in self._thinking:
-                self._thinking[index]["thinking"] += text
             return self._chunk({"reasoning_content": text}) if text else b""
         if kind == "signature_delta":
-            if index in self._thinking:
-                self._thinking[index]["signature"] += _field(delta, "signature", str)
-            return b""  # sent with the finish_reason chunk, once the block is whole
+            if index in self._signatures:
+                self._signatures[index] += _field(delta, "signature", str)
+            return b""  # sent when the block stops, once it is whole
         if kind == "input_json_delta":
             return self._arguments(index, _field(delta, "partial_json", str))
         return b""
@@ -353,6 +363,8 @@ class StreamState:
         return self._chunk({"tool_calls": [{"index": call.index, "function": {"arguments": piece}}]})
 
     def _block_stop(self, index: int) -> bytes:
+        if index in self._signatures:
+            return self._signature(index)
         call = self._tools.get(index)
         if call is None or call.has_arguments:
             return b""
@@ -362,6 +374,11 @@ class StreamState:
         arguments = orjson.dumps(call.start_input).decode() if call.start_input else "{}"
         return self._chunk({"tool_calls": [{"index": call.index, "function": {"arguments": arguments}}]})
 
+    def _signature(self, index: int) -> bytes:
+        """A thinking block is whole: its signature goes out before anything that follows the block."""
+        signature = self._signatures.pop(index)
+        return self._chunk({"reasoning_signature": signature}) if signature else b""
+
     def _message_delta(self, data: JSON) -> bytes:
         self.tokens.update(data.get("usage"))
         delta = data.get("delta")
@@ -369,13 +386,14 @@ class StreamState:
         if not isinstance(stop, str) or self._finished:
             return b""
         self._finished = True
-        return self._chunk(thinking_fields(list(self._thinking.values())), finish_reason(stop))
+        unstopped = b"".join(self._signature(index) for index in sorted(self._signatures))
+        return unstopped + self._chunk({}, finish_reason(stop))
 
     def _message_stop(self) -> bytes:
         if not self._finished:
             raise Malformed("upstream stream stopped without a stop_reason")
-        self.done = True
         usage = sse_json({**self._head, "choices": [], "usage": self.tokens.openai()}) if self.include_usage else b""
+        self.done = True
         return usage + openai.STREAM_DONE + b"\n\n"
 
     def _upstream_error(self, data: JSON) -> bytes:
