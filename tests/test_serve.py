@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -109,11 +110,17 @@ def test_workers_share_the_port_and_follow_token_changes(served: tuple[Path, int
     assert settle(port, token, {401}) < 1.5
 
 
+def listening_pids(port: int) -> set[str]:
+    out = subprocess.run(["ss", "-ltnp", f"sport = :{port}"], capture_output=True, text=True).stdout
+    return set(re.findall(r"pid=(\d+)", out))
+
+
 def test_two_worker_processes_serve(served: tuple[Path, int]) -> None:
     _, port = served
-    out = subprocess.run(["ss", "-ltnp", f"sport = :{port}"], capture_output=True, text=True).stdout
-    pids = {part.split("=")[1].rstrip(",)") for part in out.split() for part in part.split(",") if "pid=" in part}
-    assert len(pids) == 2, out
+    deadline = time.monotonic() + 15  # the first worker may answer /health before the second listens
+    while len(listening_pids(port)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert len(listening_pids(port)) == 2
 
 
 def test_serve_refuses_a_bad_config_with_exit_2(tmp_path: Path) -> None:
