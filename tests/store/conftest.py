@@ -92,6 +92,8 @@ def record(i: int, **overrides: Any) -> dict[str, Any]:
         "user_agent": "test/1.0",
         "feedback": None,
         "score": None,
+        "route": f"support@v{i}",
+        "route_path": "start>plan>m_fast",
     }
     record.update(overrides)
     return record

@@ -167,6 +167,8 @@ class Exchange:
             "error": self.error,
             "user_agent": self.user_agent,
             "error_kind": self.error_kind,
+            "route": self.route,
+            "route_path": ">".join(self.route_path) or None,
         }
 
     def finish(self) -> dict[str, Any]:

@@ -96,6 +96,8 @@ logs = Table(
     Column("user_agent", String, nullable=True),
     Column("feedback", Integer, nullable=True),  # -1 thumbs down, 1 thumbs up (PATCH .../logs/{id}); 0003
     Column("score", Float, nullable=True),  # 0..100, set by PATCH; 0003
+    Column("route", String, nullable=True),  # dynamic route "name@version"; 0004
+    Column("route_path", String, nullable=True),  # element ids walked, joined by ">"; 0004
     # On PostgreSQL (0003) it also carries what analytics reads, so analytics is an index-only scan.
     Index("ix_logs_gateway_created_at", "gateway", "created_at", postgresql_include=list(ANALYTICS_COLUMNS)),
     Index("ix_logs_event_id", "event_id"),

@@ -16,7 +16,7 @@ from switchpoint.providers.base import Dialect
 from switchpoint.routing.attempts import RetryPolicy
 from switchpoint.routing.compile import ModelStep
 from switchpoint.routing.conditions import RouteRequest
-from switchpoint.routing.evaluate import run_route
+from switchpoint.routing.evaluate import RouteFailed, run_route
 from switchpoint.surfaces.common import RUNTIME
 from switchpoint.surfaces.planning import compat_target
 from switchpoint.upstream import UpstreamAnswer
@@ -46,7 +46,11 @@ async def plan_dynamic(
         return await runtime.upstream.open("POST", target.url, headers, target.body, policy.first_byte_timeout_ms)
 
     facts = RouteRequest(ex.options.metadata or {}, request.headers, obj)
-    outcome = await run_route(route, facts, send, runtime.limiter, defaults=ex.options.retry)
+    try:
+        outcome = await run_route(route, facts, send, runtime.limiter, defaults=ex.options.retry)
+    except RouteFailed as exc:
+        ex.route_path = exc.path  # the log shows how far a failed walk got
+        raise
     ex.route_path = outcome.path
     target = targets[outcome.step.element_id]
     ex.provider, ex.model = target.provider.name, target.model

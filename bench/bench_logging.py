@@ -1,0 +1,470 @@
+#!/usr/bin/env python3
+"""What logging costs in throughput: requests/s with logging on vs `cf-aig-collect-log: false`, at SQLite and
+at PostgreSQL (goal: logging on keeps >= 90% of the requests/s of logging off).
+
+Method (as /work/shared/bench/bench.py): a fixed-answer nginx upstream and wrk (-t1 -c64) on CPU 1; one
+`switchpoint serve` worker on CPU 0 with gateway authentication on, called through `/compat/chat/completions`.
+On and off run in the same process, alternating (on, off, off, on, on, off: drift cancels), `--rounds` each.
+PostgreSQL is the server at `--pg` (trust auth); a fresh database is created for the run and dropped after.
+
+  .venv/bin/python bench/bench_logging.py                   # both backends, 3 rounds of 8 s per mode
+  .venv/bin/python bench/bench_logging.py --quick --only sqlite
+  .venv/bin/python bench/bench_logging.py --profile pg      # also py-spy 8 s of logging-on load, PostgreSQL
+  .venv/bin/python bench/bench_logging.py --json out.json
+
+The machine may be shared: each run waits for other processes to go quiet (< --quiet CPUs over a second,
+at most --max-wait s), and is done again (up to --retries times) when they used more than twice that during it.
+The table shows the foreign load each kept run saw (* = still noisy: read that row with care).
+
+Every process started here is stopped here; traffic stays on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+VENV_BIN = Path(sys.executable).parent
+BODY = {"model": "openai/gpt-4o-mini", "temperature": 0.2, "messages": [
+    {"role": "system", "content": "You are a helpful assistant."},
+    {"role": "user", "content": "Say hello in one short sentence, please."}]}  # fmt: skip
+REPLY = {"id": "chatcmpl-bench", "object": "chat.completion", "created": 1732000000, "model": "gpt-4o-mini",
+         "choices": [{"index": 0, "message": {"role": "assistant",
+                                              "content": "Hello! This is a fixed answer from the bench upstream."},
+                      "logprobs": None, "finish_reason": "stop"}],
+         "usage": {"prompt_tokens": 25, "completion_tokens": 14, "total_tokens": 39}}  # fmt: skip
+ORDER = ("on", "off", "off", "on")  # repeated: each mode runs first and second equally often
+GOAL = 0.90
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Procs:
+    """Every process this script starts, pinned to a CPU; all stopped on exit."""
+
+    def __init__(self) -> None:
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self, cmd: list[str], cpu: int, log: Path, cwd: Path | None = None) -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(["taskset", "-c", str(cpu), *cmd], cwd=cwd, stdout=subprocess.DEVNULL,
+                                stderr=log.open("wb"))  # fmt: skip
+        self.procs.append(proc)
+        return proc
+
+    @staticmethod
+    def stop(proc: subprocess.Popen[bytes]) -> None:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    def stop_all(self) -> None:
+        for proc in reversed(self.procs):
+            self.stop(proc)
+
+
+def wait_ready(url: str, proc: subprocess.Popen[bytes] | None = None, seconds: float = 60) -> None:
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise SystemExit(f"process exited with {proc.returncode} before {url} answered")
+        try:
+            urllib.request.urlopen(url, timeout=1).close()
+            return
+        except urllib.error.HTTPError as err:
+            if err.code < 500:
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise SystemExit(f"{url} did not answer within {seconds} s")
+
+
+def nginx_upstream(procs: Procs, tmp: Path) -> str:
+    port = free_port()
+    conf = tmp / "upstream.conf"
+    body = json.dumps(REPLY).replace("'", "\\'")
+    conf.write_text(f"""worker_processes 1; daemon off; pid {tmp}/up.pid; error_log {tmp}/up.err;
+events {{ worker_connections 8192; }}
+http {{ access_log off; server {{ listen 127.0.0.1:{port} backlog=4096;
+  location / {{ default_type application/json; return 200 '{body}'; }} }} }}
+""")
+    procs.start(["nginx", "-c", str(conf), "-p", str(tmp)], cpu=1, log=tmp / "nginx.log")
+    wait_ready(f"http://127.0.0.1:{port}/")
+    return f"http://127.0.0.1:{port}/v1"
+
+
+# ------------------------------------------------------------------------------------------------ PostgreSQL
+
+
+@contextlib.contextmanager
+def pg_database(admin_url: str) -> Iterator[str]:
+    """A fresh database on the server `admin_url` points at (its own database is the admin one); dropped after."""
+    import psycopg  # only needed for the PostgreSQL half
+
+    name = f"sp_bench_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(admin_url, autocommit=True, connect_timeout=5) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield admin_url.rsplit("/", 1)[0] + "/" + name
+    finally:
+        with psycopg.connect(admin_url, autocommit=True, connect_timeout=5) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def count_logs(database_url: str | None, data_dir: Path) -> int:
+    if database_url is None:
+        import sqlite3
+
+        con = sqlite3.connect(data_dir / "switchpoint.db")
+        try:
+            return int(con.execute("SELECT count(*) FROM logs").fetchone()[0])
+        finally:
+            con.close()
+    import psycopg
+
+    with psycopg.connect(database_url, connect_timeout=5) as conn:
+        row = conn.execute("SELECT count(*) FROM logs").fetchone()
+        return int(row[0]) if row else 0
+
+
+# ------------------------------------------------------------------------------------------------ the gateway
+
+
+def start_gateway(procs: Procs, tmp: Path, name: str, upstream: str, database_url: str | None) -> dict[str, Any]:
+    exe = os.environ.get("SWITCHPOINT") or str(VENV_BIN / "switchpoint")
+    data = tmp / name
+    data.mkdir()
+    config = data / "switchpoint.json"
+    settings: dict[str, Any] = {"data_dir": str(data), "providers": {"openai": {"base_url": upstream}},
+                                "gateways": {"default": {"authentication": True, "collect_logs": True}}}  # fmt: skip
+    if database_url is not None:
+        settings["database_url"] = database_url
+    config.write_text(json.dumps(settings))
+    made = subprocess.run([exe, "tokens", "create", "--gateway", "default", "--config", str(config)],
+                          capture_output=True, text=True, cwd=data, check=True)  # fmt: skip
+    token = made.stdout.strip().splitlines()[-1].strip()
+    port = free_port()
+    cmd = [exe, "serve", "--config", str(config), "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    proc = procs.start(cmd, cpu=0, log=data / "serve.log", cwd=data)
+    wait_ready(f"http://127.0.0.1:{port}/health", proc)
+    return {"proc": proc, "port": port, "data": data, "database_url": database_url,
+            "url": f"http://127.0.0.1:{port}/v1/bench/default/compat/chat/completions",
+            "headers": {"authorization": "Bearer sk-bench", "cf-aig-authorization": f"Bearer {token}"}}  # fmt: skip
+
+
+def log_counters(port: int) -> dict[str, float]:
+    """The log writer's counts from /metrics (a busy shared machine may be slow to answer: one retry)."""
+    try:
+        text = _get(f"http://127.0.0.1:{port}/metrics")
+    except OSError:
+        time.sleep(1)
+        text = _get(f"http://127.0.0.1:{port}/metrics")
+    out: dict[str, float] = {}
+    for match in re.finditer(r'^switchpoint_log_records(?:_total)?\{outcome="(\w+)"\} ([\d.e+]+)$', text, re.M):
+        out[match[1]] = float(match[2])
+    for gauge in ("queue_depth", "spool_bytes"):
+        found = re.search(rf"^switchpoint_log_{gauge} ([\d.e+]+)$", text, re.M)
+        out[gauge] = float(found[1]) if found else 0.0
+    return out
+
+
+def _get(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=30) as response:
+        return str(response.read().decode())
+
+
+# ------------------------------------------------------------------------------------------------ load
+# The machine may be shared: CPU time used by processes that are not ours is measured around every run, a run
+# waits (bounded) for a quiet moment before it starts, and each run reports the foreign load it saw.
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_ticks() -> dict[int, tuple[int, int]]:
+    """pid -> (parent pid, user + system ticks so far), every process."""
+    out: dict[int, tuple[int, int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = Path(f"/proc/{entry}/stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        out[int(entry)] = (int(fields[1]), int(fields[11]) + int(fields[12]))
+    return out
+
+
+def _ours(ticks: dict[int, tuple[int, int]]) -> set[int]:
+    children: dict[int, list[int]] = collections.defaultdict(list)
+    for pid, (ppid, _) in ticks.items():
+        children[ppid].append(pid)
+    mine, todo = set(), [os.getpid()]
+    while todo:
+        pid = todo.pop()
+        mine.add(pid)
+        todo.extend(children.get(pid, ()))
+    return mine
+
+
+def foreign_cpus(before: dict[int, tuple[int, int]], after: dict[int, tuple[int, int]], seconds: float) -> float:
+    """CPUs' worth of time used by processes outside this script's tree between two `_cpu_ticks`."""
+    mine = _ours(after)
+    used = sum(t - before.get(pid, (0, 0))[1] for pid, (_, t) in after.items() if pid not in mine)
+    return used / _TICK / max(seconds, 1e-3)
+
+
+def wait_quiet(limit: float, max_wait: float) -> float:
+    """Wait until other processes use under `limit` CPUs over a second (at most `max_wait` s); their load."""
+    deadline = time.time() + max_wait
+    while True:
+        before = _cpu_ticks()
+        time.sleep(1)
+        load = foreign_cpus(before, _cpu_ticks(), 1.0)
+        if load < limit or time.time() > deadline:
+            return load
+
+
+def wrk(url: str, headers: dict[str, str], seconds: float, tmp: Path, conc: int = 64) -> dict[str, Any]:
+    lua = tmp / f"post-{uuid.uuid4().hex[:6]}.lua"
+    lines = ['wrk.method = "POST"', f"wrk.body = {json.dumps(json.dumps(BODY))}",
+             'wrk.headers["Content-Type"] = "application/json"']  # fmt: skip
+    lines += [f"wrk.headers[{json.dumps(k)}] = {json.dumps(v)}" for k, v in headers.items()]
+    lua.write_text("\n".join(lines) + "\n")
+    cmd = ["taskset", "-c", "1", "wrk", "-t1", f"-c{conc}", f"-d{seconds}s", "-s", str(lua), url]
+    before, start = _cpu_ticks(), time.time()
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    foreign = foreign_cpus(before, _cpu_ticks(), time.time() - start)
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    total = re.search(r"(\d+) requests in", out)
+    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    errors = re.search(r"Socket errors:.*", out)
+    return {"rps": float(rps[1]) if rps else 0.0, "requests": int(total[1]) if total else 0,
+            "non2xx": int(bad[1]) if bad else 0, "socket_errors": errors[0] if errors else "",
+            "foreign_cpus": round(foreign, 2)}  # fmt: skip
+
+
+def settle(gateway: dict[str, Any], seconds: float = 20) -> dict[str, float]:
+    """Wait until the writer's queue is empty, so the next run does not pay for this one's records."""
+    deadline = time.time() + seconds
+    counters = log_counters(gateway["port"])
+    while counters.get("queue_depth", 0) > 0 and time.time() < deadline:
+        time.sleep(0.1)
+        counters = log_counters(gateway["port"])
+    return counters
+
+
+def measure(gateway: dict[str, Any], a: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    on = gateway["headers"]
+    off = {**on, "cf-aig-collect-log": "false"}
+    wrk(gateway["url"], on, a.warm, tmp)
+    wrk(gateway["url"], off, a.warm, tmp)
+    settle(gateway)
+    runs: list[dict[str, Any]] = []
+    before = count_logs(gateway["database_url"], gateway["data"])
+    for i in range(2 * a.rounds):
+        mode = ORDER[i % len(ORDER)]
+        retry = -1
+        while retry < a.retries:  # a run disturbed by other processes is done again
+            retry += 1
+            quiet = wait_quiet(a.quiet, a.max_wait)
+            run = wrk(gateway["url"], on if mode == "on" else off, a.seconds, tmp)
+            settle(gateway)
+            if run["foreign_cpus"] <= 2 * a.quiet:
+                break
+        runs.append({"mode": mode, "foreign_before": round(quiet, 2), "retries": retry, **run})
+    counters = settle(gateway)
+    time.sleep(0.5)
+    stored = count_logs(gateway["database_url"], gateway["data"]) - before
+    logged = sum(r["requests"] for r in runs if r["mode"] == "on")  # wrk's count includes requests cut at the end
+    return {"runs": runs, "records_stored": stored, "requests_logging_on": logged, "writer": counters}
+
+
+# ------------------------------------------------------------------------------------------------ profile
+
+
+def profile(gateway: dict[str, Any], seconds: int, tmp: Path, name: str) -> dict[str, Any]:
+    """py-spy (raw, collapsed stacks) over `seconds` of logging-on load; self and inclusive time per function."""
+    spy = shutil.which("py-spy") or str(VENV_BIN / "py-spy")
+    out = tmp / f"profile-{name}.txt"
+    pid = gateway["proc"].pid
+    target = _python_pid(pid)
+    wait_quiet(0.15, 90)
+    rec = subprocess.Popen([spy, "record", "-p", str(target), "-d", str(seconds), "-f", "raw", "-o", str(out),
+                            "--nonblocking"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    time.sleep(1)
+    wrk(gateway["url"], gateway["headers"], seconds + 1, tmp)
+    rec.wait(timeout=seconds + 30)
+    settle(gateway)
+    return summarise(out)
+
+
+def _python_pid(pid: int) -> int:
+    """`taskset` execs the command, so the pid is the gateway's own (kept apart in case a wrapper forks)."""
+    children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+    return int(children[0]) if children else pid
+
+
+_FRAME = re.compile(r"^(?P<func>.+?) \((?P<file>[^()]*?)(?::\d+)?\)$")
+
+
+def _short(frame: str) -> str:
+    match = _FRAME.match(frame)
+    if not match:
+        return frame
+    path = match["file"]
+    for marker in ("site-packages/", "src/", "lib/python3.11/"):
+        if marker in path:
+            path = path.split(marker, 1)[1]
+            break
+    return f"{match['func']} ({path})"
+
+
+def summarise(raw: Path, top: int = 25) -> dict[str, Any]:
+    self_time: collections.Counter[str] = collections.Counter()
+    inclusive: collections.Counter[str] = collections.Counter()
+    total = 0
+    if not raw.exists():
+        return {"error": f"py-spy wrote nothing to {raw}"}
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        n = int(count)
+        frames = [_short(f) for f in stack.split(";")]
+        total += n
+        self_time[frames[-1]] += n
+        for frame in set(frames):
+            inclusive[frame] += n
+
+    def pct(n: int) -> float:
+        return round(100 * n / total, 1) if total else 0.0
+
+    return {
+        "samples": total,
+        "raw_file": str(raw),
+        "self": [(f, pct(n)) for f, n in self_time.most_common(top)],
+        "inclusive": [(f, pct(n)) for f, n in inclusive.most_common(top * 3)
+                      if any(k in f for k in ("switchpoint", "sqlalchemy", "asyncpg", "aiosqlite", "orjson"))][:top],
+    }  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------------------ report
+
+
+def summary(fig: dict[str, Any]) -> dict[str, Any]:
+    runs = fig["runs"]
+    on = [r["rps"] for r in runs if r["mode"] == "on"]
+    off = [r["rps"] for r in runs if r["mode"] == "off"]
+    pairs = [runs[i : i + 2] for i in range(0, len(runs) - 1, 2)]  # each pair holds one on and one off run
+    paired = [next(r["rps"] for r in p if r["mode"] == "on") / next(r["rps"] for r in p if r["mode"] == "off")
+              for p in pairs]  # fmt: skip
+    return {"on": on, "off": off, "on_mean": statistics.mean(on), "off_mean": statistics.mean(off),
+            "ratio": statistics.mean(on) / statistics.mean(off), "paired": paired,
+            "paired_median": statistics.median(paired)}  # fmt: skip
+
+
+def print_table(results: dict[str, Any]) -> None:
+    print(f"\n{'backend':<11}{'logging':<9}{'runs (req/s, c64)':<30}{'mean':>8}{'non2xx':>8}  foreign CPU per run")
+    for name, fig in results["backends"].items():
+        s = summary(fig)
+        for mode in ("off", "on"):
+            runs = [r for r in fig["runs"] if r["mode"] == mode]
+            cells = " ".join(f"{r['rps']:7.0f}" for r in runs)
+            bad = sum(r["non2xx"] for r in runs)
+            load = " ".join(f"{r['foreign_cpus']:.2f}{'*' if r['foreign_cpus'] > 0.3 else ''}" for r in runs)
+            print(f"{name:<11}{mode:<9}{cells:<30}{s[mode + '_mean']:8.0f}{bad:8d}  {load}")
+    print()
+    for name, fig in results["backends"].items():
+        s = summary(fig)
+        ratio = s["ratio"]
+        verdict = "within goal" if ratio >= GOAL else f"OVER BUDGET (goal: on >= {GOAL:.0%} of off)"
+        pairs = " ".join(f"{p:.3f}" for p in s["paired"])
+        print(f"{name}: logging on / off = {ratio:.3f} (costs {1 - ratio:.1%} of req/s; per adjacent pair {pairs},"
+              f" median {s['paired_median']:.3f})  {verdict}")  # fmt: skip
+        writer = fig["writer"]
+        print(f"  records stored {fig['records_stored']} for ~{fig['requests_logging_on']} logged requests; writer: "
+              + ", ".join(f"{k}={int(v)}" for k, v in sorted(writer.items())))  # fmt: skip
+    for name, prof in results.get("profiles", {}).items():
+        print(f"\nprofile ({name}, logging on, {prof.get('samples', 0)} samples, raw: {prof.get('raw_file')})")
+        print("  self time:")
+        for frame, pct in prof.get("self", [])[:15]:
+            print(f"    {pct:5.1f}%  {frame}")
+        print("  inclusive (project, SQLAlchemy, drivers):")
+        for frame, pct in prof.get("inclusive", [])[:20]:
+            print(f"    {pct:5.1f}%  {frame}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--only", choices=("sqlite", "pg"), help="one backend only")
+    ap.add_argument("--rounds", type=int, default=3, help="runs per mode (default 3)")
+    ap.add_argument("--seconds", type=float, default=8, help="seconds per run (default 8)")
+    ap.add_argument("--warm", type=float, default=2, help="warm-up seconds per mode (default 2)")
+    ap.add_argument("--quick", action="store_true", help="2 rounds of 3 s")
+    ap.add_argument("--quiet", type=float, default=0.15, help="start a run once other processes use < this many CPUs")
+    ap.add_argument("--max-wait", type=float, default=90, help="seconds to wait for that quiet (then run anyway)")
+    ap.add_argument("--retries", type=int, default=8, help="times a run is redone when others used > 2x --quiet")
+    ap.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432/test", help="admin URL of the server")
+    ap.add_argument("--profile", choices=("sqlite", "pg", "both"), help="py-spy the gateway under logging-on load")
+    ap.add_argument("--json", help="write all figures here")
+    a = ap.parse_args()
+    for tool in ("wrk", "nginx", "taskset"):
+        if not shutil.which(tool):
+            sys.exit(f"bench needs {tool} (apt-get install wrk nginx)")
+    if a.quick:
+        a.rounds, a.seconds, a.warm = 2, 3, 1
+    backends = [a.only] if a.only else ["sqlite", "pg"]
+    procs = Procs()
+    tmp = Path(tempfile.mkdtemp(prefix="bench-logging-"))
+    results: dict[str, Any] = {"method": "gateway pinned to CPU 0 (1 worker, auth on); nginx upstream + wrk -t1 -c64 "
+                               "on CPU 1; logging on vs cf-aig-collect-log: false, alternating", "backends": {},
+                               "profiles": {}}  # fmt: skip
+    try:
+        upstream = nginx_upstream(procs, tmp)
+        for name in backends:
+            with contextlib.ExitStack() as stack:
+                url = stack.enter_context(pg_database(a.pg)) if name == "pg" else None
+                gateway = start_gateway(procs, tmp, name, upstream, url)
+                stack.callback(Procs.stop, gateway["proc"])
+                label = "PostgreSQL" if name == "pg" else "SQLite"
+                print(f"{label}: {a.rounds} rounds x {a.seconds} s per mode ...", file=sys.stderr, flush=True)
+                results["backends"][label] = measure(gateway, a, tmp)
+                if a.profile in (name, "both"):
+                    results["profiles"][label] = profile(gateway, 8, tmp, name)
+    finally:
+        procs.stop_all()
+    print_table(results)
+    if a.json:
+        Path(a.json).write_text(json.dumps(results, indent=2, default=str))
+    if not a.profile:  # keep the raw profiles
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
