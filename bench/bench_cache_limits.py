@@ -389,7 +389,7 @@ def scenarios(
 ) -> dict[str, tuple[str, dict[str, str], int]]:
     """name -> (URL, headers, server pid)."""
     origin = f"http://127.0.0.1:{bare_server[0]}"
-    found = {
+    found: dict[str, tuple[str, dict[str, str], int]] = {
         "bare": (f"{origin}/bare/chat/completions", {}, bare_server[1]),
         "bare-proxy": (f"{origin}/proxy/chat/completions", {}, bare_server[1]),
     }

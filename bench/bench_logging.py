@@ -7,14 +7,14 @@ Method (as /work/shared/bench/bench.py): a fixed-answer nginx upstream and wrk (
 On and off run in the same process, alternating (on, off, off, on, on, off: drift cancels), `--rounds` each.
 PostgreSQL is the server at `--pg` (trust auth); a fresh database is created for the run and dropped after.
 
-  .venv/bin/python bench/bench_logging.py                   # both backends, 3 rounds of 8 s per mode
+  .venv/bin/python bench/bench_logging.py                   # both backends, 5 rounds of 6 s per mode
   .venv/bin/python bench/bench_logging.py --quick --only sqlite
   .venv/bin/python bench/bench_logging.py --profile pg      # also py-spy 8 s of logging-on load, PostgreSQL
   .venv/bin/python bench/bench_logging.py --json out.json
 
 The machine may be shared: each run waits for other processes to go quiet (< --quiet CPUs over a second,
 at most --max-wait s), and is done again (up to --retries times) when they used more than twice that during it.
-The table shows the foreign load each kept run saw (* = still noisy: read that row with care).
+The table shows the load each kept run saw from others, from the PostgreSQL server, and as steal.
 
 Every process started here is stopped here; traffic stays on 127.0.0.1.
 """
@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import collections
 import contextlib
+import dataclasses
 import json
 import os
 import re
@@ -200,29 +201,42 @@ def _get(url: str) -> str:
 
 
 # ------------------------------------------------------------------------------------------------ load
-# The machine may be shared: CPU time used by processes that are not ours is measured around every run, a run
-# waits (bounded) for a quiet moment before it starts, and each run reports the foreign load it saw.
+# The machine may be shared (and is a VM): around every run the script reads the CPU time used by processes
+# outside its own tree (PostgreSQL's server apart: that is logging's own cost) and the hypervisor's steal time.
+# A run waits (bounded) for a quiet moment before it starts and is done again when it was disturbed.
 
 _TICK = os.sysconf("SC_CLK_TCK")
 
 
-def _cpu_ticks() -> dict[int, tuple[int, int]]:
-    """pid -> (parent pid, user + system ticks so far), every process."""
-    out: dict[int, tuple[int, int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            fields = Path(f"/proc/{entry}/stat").read_text().rpartition(")")[2].split()
-        except OSError:
-            continue
-        out[int(entry)] = (int(fields[1]), int(fields[11]) + int(fields[12]))
-    return out
+@dataclasses.dataclass(frozen=True)
+class CpuSample:
+    at: float
+    procs: dict[int, tuple[int, str, int]]  # pid -> (parent pid, command, user + system ticks)
+    steal: int  # ticks stolen from CPUs 0 and 1
+
+    @classmethod
+    def take(cls) -> CpuSample:
+        procs: dict[int, tuple[int, str, int]] = {}
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                raw = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            head, _, tail = raw.rpartition(")")
+            fields = tail.split()
+            procs[int(entry)] = (int(fields[1]), head.partition("(")[2], int(fields[11]) + int(fields[12]))
+        steal = 0
+        for line in Path("/proc/stat").read_text().splitlines():
+            if line.startswith(("cpu0 ", "cpu1 ")):
+                steal += int(line.split()[8])
+        return cls(time.time(), procs, steal)
 
 
-def _ours(ticks: dict[int, tuple[int, int]]) -> set[int]:
+def _ours(procs: dict[int, tuple[int, str, int]]) -> set[int]:
     children: dict[int, list[int]] = collections.defaultdict(list)
-    for pid, (ppid, _) in ticks.items():
+    for pid, (ppid, _, _) in procs.items():
         children[ppid].append(pid)
     mine, todo = set(), [os.getpid()]
     while todo:
@@ -232,21 +246,36 @@ def _ours(ticks: dict[int, tuple[int, int]]) -> set[int]:
     return mine
 
 
-def foreign_cpus(before: dict[int, tuple[int, int]], after: dict[int, tuple[int, int]], seconds: float) -> float:
-    """CPUs' worth of time used by processes outside this script's tree between two `_cpu_ticks`."""
-    mine = _ours(after)
-    used = sum(t - before.get(pid, (0, 0))[1] for pid, (_, t) in after.items() if pid not in mine)
-    return used / _TICK / max(seconds, 1e-3)
+def load_between(before: CpuSample, after: CpuSample) -> dict[str, float]:
+    """CPUs' worth of time, on average: other processes, the PostgreSQL server, and hypervisor steal."""
+    seconds = max(after.at - before.at, 1e-3)
+    mine = _ours(after.procs)
+    other = db = 0
+    for pid, (_, comm, ticks) in after.procs.items():
+        if pid in mine:
+            continue
+        used = ticks - before.procs.get(pid, (0, "", 0))[2]
+        if comm == "postgres":
+            db += used
+        else:
+            other += used
+    per = _TICK * seconds
+    return {"others": round(other / per, 2), "postgres": round(db / per, 2),
+            "steal": round((after.steal - before.steal) / per, 2)}  # fmt: skip
 
 
-def wait_quiet(limit: float, max_wait: float) -> float:
-    """Wait until other processes use under `limit` CPUs over a second (at most `max_wait` s); their load."""
+def disturbed(load: dict[str, float], limit: float) -> bool:
+    return load["others"] > limit or load["steal"] > limit
+
+
+def wait_quiet(limit: float, max_wait: float) -> dict[str, float]:
+    """Wait until others use under `limit` CPUs over a second (at most `max_wait` s); returns that load."""
     deadline = time.time() + max_wait
     while True:
-        before = _cpu_ticks()
+        before = CpuSample.take()
         time.sleep(1)
-        load = foreign_cpus(before, _cpu_ticks(), 1.0)
-        if load < limit or time.time() > deadline:
+        load = load_between(before, CpuSample.take())
+        if not disturbed(load, limit) or time.time() > deadline:
             return load
 
 
@@ -257,16 +286,16 @@ def wrk(url: str, headers: dict[str, str], seconds: float, tmp: Path, conc: int 
     lines += [f"wrk.headers[{json.dumps(k)}] = {json.dumps(v)}" for k, v in headers.items()]
     lua.write_text("\n".join(lines) + "\n")
     cmd = ["taskset", "-c", "1", "wrk", "-t1", f"-c{conc}", f"-d{seconds}s", "-s", str(lua), url]
-    before, start = _cpu_ticks(), time.time()
+    before = CpuSample.take()
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-    foreign = foreign_cpus(before, _cpu_ticks(), time.time() - start)
+    load = load_between(before, CpuSample.take())
     rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
     total = re.search(r"(\d+) requests in", out)
     bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     errors = re.search(r"Socket errors:.*", out)
     return {"rps": float(rps[1]) if rps else 0.0, "requests": int(total[1]) if total else 0,
             "non2xx": int(bad[1]) if bad else 0, "socket_errors": errors[0] if errors else "",
-            "foreign_cpus": round(foreign, 2)}  # fmt: skip
+            "load": load}  # fmt: skip
 
 
 def settle(gateway: dict[str, Any], seconds: float = 20) -> dict[str, float]:
@@ -286,23 +315,27 @@ def measure(gateway: dict[str, Any], a: argparse.Namespace, tmp: Path) -> dict[s
     wrk(gateway["url"], off, a.warm, tmp)
     settle(gateway)
     runs: list[dict[str, Any]] = []
+    discarded: list[dict[str, Any]] = []
     before = count_logs(gateway["database_url"], gateway["data"])
     for i in range(2 * a.rounds):
         mode = ORDER[i % len(ORDER)]
-        retry = -1
-        while retry < a.retries:  # a run disturbed by other processes is done again
-            retry += 1
-            quiet = wait_quiet(a.quiet, a.max_wait)
-            run = wrk(gateway["url"], on if mode == "on" else off, a.seconds, tmp)
+        for attempt in range(a.retries + 1):  # a run disturbed by others is done again
+            wait_quiet(a.quiet, a.max_wait)
+            run = {"mode": mode, **wrk(gateway["url"], on if mode == "on" else off, a.seconds, tmp)}
             settle(gateway)
-            if run["foreign_cpus"] <= 2 * a.quiet:
+            load = run["load"]
+            print(f"  {mode:>3}: {run['rps']:7.0f} req/s; others {load['others']:.2f}, postgres {load['postgres']:.2f},"
+                  f" steal {load['steal']:.2f} CPUs", file=sys.stderr)  # fmt: skip
+            if (not disturbed(load, 2 * a.quiet) and run["rps"] > 0) or attempt == a.retries:
                 break
-        runs.append({"mode": mode, "foreign_before": round(quiet, 2), "retries": retry, **run})
+            discarded.append(run)
+        runs.append(run)
     counters = settle(gateway)
     time.sleep(0.5)
     stored = count_logs(gateway["database_url"], gateway["data"]) - before
-    logged = sum(r["requests"] for r in runs if r["mode"] == "on")  # wrk's count includes requests cut at the end
-    return {"runs": runs, "records_stored": stored, "requests_logging_on": logged, "writer": counters}
+    logged = sum(r["requests"] for r in runs + discarded if r["mode"] == "on")  # wrk counts requests cut at the end
+    return {"runs": runs, "discarded": discarded, "records_stored": stored, "requests_logging_on": logged,
+            "writer": counters}  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------------------ profile
@@ -314,9 +347,9 @@ def profile(gateway: dict[str, Any], seconds: int, tmp: Path, name: str) -> dict
     out = tmp / f"profile-{name}.txt"
     pid = gateway["proc"].pid
     target = _python_pid(pid)
-    wait_quiet(0.15, 90)
+    wait_quiet(0.1, 90)
     rec = subprocess.Popen([spy, "record", "-p", str(target), "-d", str(seconds), "-f", "raw", "-o", str(out),
-                            "--nonblocking"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+                            ], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     time.sleep(1)
     wrk(gateway["url"], gateway["headers"], seconds + 1, tmp)
     rec.wait(timeout=seconds + 30)
@@ -382,23 +415,27 @@ def summary(fig: dict[str, Any]) -> dict[str, Any]:
     on = [r["rps"] for r in runs if r["mode"] == "on"]
     off = [r["rps"] for r in runs if r["mode"] == "off"]
     pairs = [runs[i : i + 2] for i in range(0, len(runs) - 1, 2)]  # each pair holds one on and one off run
-    paired = [next(r["rps"] for r in p if r["mode"] == "on") / next(r["rps"] for r in p if r["mode"] == "off")
+    paired = [next(r["rps"] for r in p if r["mode"] == "on") / max(next(r["rps"] for r in p if r["mode"] == "off"), 1)
               for p in pairs]  # fmt: skip
     return {"on": on, "off": off, "on_mean": statistics.mean(on), "off_mean": statistics.mean(off),
-            "ratio": statistics.mean(on) / statistics.mean(off), "paired": paired,
+            "ratio": statistics.mean(on) / max(statistics.mean(off), 1), "paired": paired,
             "paired_median": statistics.median(paired)}  # fmt: skip
 
 
+def _load_cell(load: dict[str, float]) -> str:
+    return f"{load['others']:.2f}/{load['postgres']:.2f}/{load['steal']:.2f}"
+
+
 def print_table(results: dict[str, Any]) -> None:
-    print(f"\n{'backend':<11}{'logging':<9}{'runs (req/s, c64)':<30}{'mean':>8}{'non2xx':>8}  foreign CPU per run")
+    print(f"\n{'backend':<11}{'logging':<9}{'runs (req/s, c64)':<44}{'mean':>8}{'non2xx':>8}  others/pg/steal CPUs")
     for name, fig in results["backends"].items():
         s = summary(fig)
         for mode in ("off", "on"):
             runs = [r for r in fig["runs"] if r["mode"] == mode]
             cells = " ".join(f"{r['rps']:7.0f}" for r in runs)
             bad = sum(r["non2xx"] for r in runs)
-            load = " ".join(f"{r['foreign_cpus']:.2f}{'*' if r['foreign_cpus'] > 0.3 else ''}" for r in runs)
-            print(f"{name:<11}{mode:<9}{cells:<30}{s[mode + '_mean']:8.0f}{bad:8d}  {load}")
+            load = " ".join(_load_cell(r["load"]) for r in runs)
+            print(f"{name:<11}{mode:<9}{cells:<44}{s[mode + '_mean']:8.0f}{bad:8d}  {load}")
     print()
     for name, fig in results["backends"].items():
         s = summary(fig)
@@ -408,7 +445,8 @@ def print_table(results: dict[str, Any]) -> None:
         print(f"{name}: logging on / off = {ratio:.3f} (costs {1 - ratio:.1%} of req/s; per adjacent pair {pairs},"
               f" median {s['paired_median']:.3f})  {verdict}")  # fmt: skip
         writer = fig["writer"]
-        print(f"  records stored {fig['records_stored']} for ~{fig['requests_logging_on']} logged requests; writer: "
+        print(f"  {len(fig['discarded'])} disturbed run(s) done again; records stored {fig['records_stored']} for"
+              f" ~{fig['requests_logging_on']} logged requests; writer: "
               + ", ".join(f"{k}={int(v)}" for k, v in sorted(writer.items())))  # fmt: skip
     for name, prof in results.get("profiles", {}).items():
         print(f"\nprofile ({name}, logging on, {prof.get('samples', 0)} samples, raw: {prof.get('raw_file')})")
@@ -423,13 +461,13 @@ def print_table(results: dict[str, Any]) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", choices=("sqlite", "pg"), help="one backend only")
-    ap.add_argument("--rounds", type=int, default=3, help="runs per mode (default 3)")
-    ap.add_argument("--seconds", type=float, default=8, help="seconds per run (default 8)")
+    ap.add_argument("--rounds", type=int, default=5, help="runs per mode (default 5)")
+    ap.add_argument("--seconds", type=float, default=6, help="seconds per run (default 6)")
     ap.add_argument("--warm", type=float, default=2, help="warm-up seconds per mode (default 2)")
     ap.add_argument("--quick", action="store_true", help="2 rounds of 3 s")
-    ap.add_argument("--quiet", type=float, default=0.15, help="start a run once other processes use < this many CPUs")
+    ap.add_argument("--quiet", type=float, default=0.1, help="start a run once others use < this many CPUs")
     ap.add_argument("--max-wait", type=float, default=90, help="seconds to wait for that quiet (then run anyway)")
-    ap.add_argument("--retries", type=int, default=8, help="times a run is redone when others used > 2x --quiet")
+    ap.add_argument("--retries", type=int, default=6, help="times a run is redone when others used > 2x --quiet")
     ap.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432/test", help="admin URL of the server")
     ap.add_argument("--profile", choices=("sqlite", "pg", "both"), help="py-spy the gateway under logging-on load")
     ap.add_argument("--json", help="write all figures here")
@@ -459,9 +497,9 @@ def main() -> None:
                     results["profiles"][label] = profile(gateway, 8, tmp, name)
     finally:
         procs.stop_all()
-    print_table(results)
     if a.json:
         Path(a.json).write_text(json.dumps(results, indent=2, default=str))
+    print_table(results)
     if not a.profile:  # keep the raw profiles
         shutil.rmtree(tmp, ignore_errors=True)
 

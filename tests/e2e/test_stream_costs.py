@@ -281,6 +281,29 @@ def test_anthropic_ingress_stream_to_claude_bills_cache_at_its_prices(stack: Gat
     assert costed(record) == (uncached_in + read + write, tokens_out, pytest.approx(want, abs=1e-12), 0, 1)
 
 
+@pytest.mark.usefixtures("cache_reporting")
+@pytest.mark.parametrize(
+    ("model", "provider", "upstream_model"),
+    [("openai/gpt-4o-mini", "openai", "gpt-4o-mini"), (f"workers-ai/{KIMI}", "workers-ai", KIMI)],
+)
+def test_anthropic_client_stream_from_an_openai_format_model_bills_cached_tokens(
+    stack: GatewayStack, model: str, provider: str, upstream_model: str
+) -> None:
+    """Anthropic client, OpenAI-format upstream: the client sees the cached part apart, the record prices it."""
+    read = 6
+    messages = user(f"[cache read={read} write=0] anthropic client reading from {provider}")
+    body = json.dumps({"model": model, "max_tokens": 4096, "messages": messages, "stream": True})
+    reply = call("POST", stack.url("default", "compat/v1/messages"), body.encode(), ANTHROPIC_KEY)
+    assert reply.status == 200, reply.body[:300]
+    tokens_in, tokens_out = fake_openai_usage(upstream_model, messages, workers_ai=provider == "workers-ai")
+    final = stream_usages(reply)[-1]  # message_delta
+    assert (final["input_tokens"], final["cache_read_input_tokens"]) == (tokens_in - read, read)
+    assert final["output_tokens"] == tokens_out
+    want = table_cost(provider, upstream_model, tokens_in, tokens_out, read=read)
+    record = stack.log_record(reply.log_id)
+    assert costed(record) == (tokens_in, tokens_out, pytest.approx(want, abs=1e-12), 0, 1)
+
+
 # ------------------------------------------------------------------------------------- custom cost
 
 

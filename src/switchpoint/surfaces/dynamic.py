@@ -6,6 +6,7 @@ planned /compat target and hands the winning answer to the relay.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Any
 
 from aiohttp import web
@@ -17,7 +18,6 @@ from switchpoint.routing.attempts import RetryPolicy
 from switchpoint.routing.compile import ModelStep
 from switchpoint.routing.conditions import RouteRequest
 from switchpoint.routing.evaluate import RouteFailed, run_route
-from switchpoint.surfaces.common import RUNTIME
 from switchpoint.surfaces.planning import compat_target
 from switchpoint.upstream import UpstreamAnswer
 
@@ -27,7 +27,7 @@ PREFIX = "dynamic/"
 async def plan_dynamic(
     ex: Exchange, request: web.Request, obj: dict[str, Any], kind: str, client: Dialect
 ) -> web.StreamResponse:
-    runtime = request.app[RUNTIME]
+    runtime = ex.runtime
     name = str(obj["model"])[len(PREFIX) :]
     route = runtime.routes.get(ex.gateway_id, name)
     if route is None:
@@ -35,7 +35,9 @@ async def plan_dynamic(
     ex.route = f"{name}@{route.version_id}" if route.version_id else name
     targets: dict[str, Target] = {}
 
-    async def send(step: ModelStep, policy: RetryPolicy) -> UpstreamAnswer:
+    def send(step: ModelStep, policy: RetryPolicy) -> Awaitable[UpstreamAnswer]:
+        """Plan the step (once per element) and start the attempt. Not a coroutine itself: the walk awaits
+        `open` directly, one frame fewer to resume when the answer's head arrives."""
         target = targets.get(step.element_id)
         if target is None:
             planned = {**obj, "model": f"{step.provider}/{step.model}"}  # compat_target rewrites its input
@@ -43,7 +45,7 @@ async def plan_dynamic(
         ex.provider, ex.model = target.provider.name, target.model
         ex.attempts += 1
         headers = upstream_headers(ex, request.headers, target)
-        return await runtime.upstream.open("POST", target.url, headers, target.body, policy.first_byte_timeout_ms)
+        return runtime.upstream.open("POST", target.url, headers, target.body, policy.first_byte_timeout_ms)
 
     facts = RouteRequest(ex.options.metadata or {}, request.headers, obj)
     try:
