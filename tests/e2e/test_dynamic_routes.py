@@ -318,3 +318,24 @@ async def test_a_call_in_flight_finishes_on_the_version_it_started_with(stack: G
 
         after = await sdk.chat.completions.with_raw_response.create(model="dynamic/inflight", messages=USER)
         assert after.headers["cf-aig-model"] == "slow-chunks-100-v2"
+
+
+def test_budget_element_trips_once_the_real_cost_is_spent(stack: GatewayStack) -> None:
+    deploy(stack, "budgeted", [
+        {"id": "start", "type": "start", "outputs": {"next": {"elementId": "cap"}}},
+        {"id": "cap", "type": "rate",
+         "properties": {"limitType": "cost", "key": "metadata.user", "limit": 0.025, "window": 3600},
+         "outputs": {"success": {"elementId": "rich"}, "fallback": {"elementId": "cheap"}}},
+        model("rich", "openai", "gpt-rich-budget", "end", "end"),
+        model("cheap", "groq", "llama-cheap-budget", "end", "end"),
+        {"id": "end", "type": "end", "outputs": {}},
+    ])  # fmt: skip
+    c = openai.OpenAI(base_url=stack.url("default", "compat"), api_key="sk-t", max_retries=0, default_headers={
+        "cf-aig-metadata": json.dumps({"user": "budget-user"}), "cf-aig-custom-cost": '{"total_cost": 0.01}'})
+    models = []
+    for _ in range(5):
+        raw = c.chat.completions.with_raw_response.create(model="dynamic/budgeted", messages=USER)
+        models.append(raw.headers["cf-aig-model"])
+        time.sleep(0.1)  # the cost is charged right after each call, off the response path
+    assert models[:3] == ["gpt-rich-budget"] * 3
+    assert models[-1] == "llama-cheap-budget"

@@ -22,13 +22,12 @@ from switchpoint.config import Config, GatewayConfig
 from switchpoint.exchange.options import RequestOptions
 from switchpoint.formats.translator import Translator
 from switchpoint.formats.usage import Usage
-from switchpoint.limits import Limits, RateDecision, Reservation
+from switchpoint.limits import Limits, RateDecision, Reservation, RouteLimiter
 from switchpoint.observability import Metrics
 from switchpoint.pricing import PriceBook
 from switchpoint.providers.base import Dialect, Provider
 from switchpoint.providers.registry import Registry
 from switchpoint.routing.compile import RouteTable
-from switchpoint.routing.evaluate import Limiter
 from switchpoint.upstream import Upstream
 
 # Bodies larger than this are logged truncated, as Cloudflare does at 10 MB.
@@ -58,7 +57,7 @@ class Runtime:
     submit_log: Callable[[dict[str, Any]], None]
     prices: PriceBook
     metrics: Metrics
-    limiter: Limiter
+    limiter: RouteLimiter
     limits: Limits
     cache: ResponseCache
     snapshot: Snapshot = field(default_factory=Snapshot)
@@ -111,6 +110,7 @@ class Exchange:
     error_kind: str | None = None  # snake_case error class for metrics: upstream_timeout, rate_limited...
     route: str | None = None  # dynamic route name, version and the element ids walked, for the log
     route_path: tuple[str, ...] = ()
+    route_charges: tuple[Any, ...] = ()  # budget elements passed: each is charged the real cost afterwards
     token_id: str | None = None  # the gateway token that authenticated the call
     rate: RateDecision | None = None  # its rate-limit bucket after this call, for RateLimit-* headers
     reservation: Reservation | None = None

@@ -7,7 +7,8 @@ A cache hit is answered before any budget is reserved (a hit costs nothing), as 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
 from aiohttp import web
 from multidict import CIMultiDict
@@ -44,10 +45,21 @@ async def reserve_budget(ex: Exchange, target: Target) -> None:
 
 
 def settle_budget(ex: Exchange, cost: float | None) -> None:
-    """Correct the reservation with the real cost, off the response path."""
-    if ex.reservation is None:
-        return
-    task = asyncio.create_task(ex.runtime.limits.settle(ex.reservation, cost, ex.provider, ex.model))
+    """Correct the reservation with the real cost, and charge it to the route's budget elements, off the
+    response path."""
+    if ex.reservation is not None:
+        _background(ex, ex.runtime.limits.settle(ex.reservation, cost, ex.provider, ex.model))
+    if ex.route_charges and cost:
+        _background(ex, _charge_route(ex, cost))
+
+
+async def _charge_route(ex: Exchange, cost: float) -> None:
+    for charge in ex.route_charges:
+        await ex.runtime.limiter.add(charge.bucket, cost, charge.window_s, charge.technique)
+
+
+def _background(ex: Exchange, work: Coroutine[Any, Any, None]) -> None:
+    task = asyncio.create_task(work)
     background = ex.runtime.background
     background.add(task)
     task.add_done_callback(background.discard)

@@ -53,7 +53,7 @@ async def plan_dynamic(
     except RouteFailed as exc:
         ex.route_path = exc.path  # the log shows how far a failed walk got
         raise
-    ex.route_path = outcome.path
+    ex.route_path, ex.route_charges = outcome.path, outcome.charges
     target = targets[outcome.step.element_id]
     ex.provider, ex.model = target.provider.name, target.model
     try:
