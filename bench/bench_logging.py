@@ -308,6 +308,15 @@ def settle(gateway: dict[str, Any], seconds: float = 20) -> dict[str, float]:
     return counters
 
 
+def cpu_per_request(pid: int, before: CpuSample, after: CpuSample, requests: int) -> dict[str, float]:
+    """CPU microseconds per request of the gateway (every thread of it) and of the PostgreSQL server."""
+    if not requests:
+        return {}
+    ticks = after.procs.get(pid, (0, "", 0))[2] - before.procs.get(pid, (0, "", 0))[2]
+    postgres = load_between(before, after)["postgres"] * (after.at - before.at)
+    return {"cpu_us": round(ticks / _TICK / requests * 1e6, 1), "pg_cpu_us": round(postgres / requests * 1e6, 1)}
+
+
 def measure(gateway: dict[str, Any], a: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     on = gateway["headers"]
     off = {**on, "cf-aig-collect-log": "false"}
@@ -316,23 +325,26 @@ def measure(gateway: dict[str, Any], a: argparse.Namespace, tmp: Path) -> dict[s
     settle(gateway)
     runs: list[dict[str, Any]] = []
     discarded: list[dict[str, Any]] = []
-    before = count_logs(gateway["database_url"], gateway["data"])
+    stored_before = count_logs(gateway["database_url"], gateway["data"])
     for i in range(2 * a.rounds):
         mode = ORDER[i % len(ORDER)]
         for attempt in range(a.retries + 1):  # a run disturbed by others is done again
             wait_quiet(a.quiet, a.max_wait)
+            before = CpuSample.take()
             run = {"mode": mode, **wrk(gateway["url"], on if mode == "on" else off, a.seconds, tmp)}
-            settle(gateway)
+            settle(gateway)  # the records' writing is part of the run's CPU time
+            run.update(cpu_per_request(gateway["proc"].pid, before, CpuSample.take(), run["requests"]))
             load = run["load"]
-            print(f"  {mode:>3}: {run['rps']:7.0f} req/s; others {load['others']:.2f}, postgres {load['postgres']:.2f},"
-                  f" steal {load['steal']:.2f} CPUs", file=sys.stderr)  # fmt: skip
+            print(f"  {mode:>3}: {run['rps']:7.0f} req/s, gateway {run.get('cpu_us', 0):6.1f} CPU us/req, postgres "
+                  f"{run.get('pg_cpu_us', 0):5.1f}; others used {load['others']:.2f} CPUs, steal {load['steal']:.2f}",
+                  file=sys.stderr)  # fmt: skip
             if (not disturbed(load, 2 * a.quiet) and run["rps"] > 0) or attempt == a.retries:
                 break
             discarded.append(run)
         runs.append(run)
     counters = settle(gateway)
     time.sleep(0.5)
-    stored = count_logs(gateway["database_url"], gateway["data"]) - before
+    stored = count_logs(gateway["database_url"], gateway["data"]) - stored_before
     logged = sum(r["requests"] for r in runs + discarded if r["mode"] == "on")  # wrk counts requests cut at the end
     return {"runs": runs, "discarded": discarded, "records_stored": stored, "requests_logging_on": logged,
             "writer": counters}  # fmt: skip
@@ -378,10 +390,19 @@ def _short(frame: str) -> str:
     return f"{match['func']} ({path})"
 
 
+# Frames on the event-loop thread that only logging on runs (queueing and writing records), and those both
+# modes run (the record is built for the metrics whether or not it is stored).
+LOGGING_ONLY = ("LogWriter.", "_driver_row", "encode_record", "asyncpg/", "aiosqlite/", "sqlalchemy/")
+BOTH_MODES = ("Exchange.log_record", "Metrics.observe")
+
+
 def summarise(raw: Path, top: int = 25) -> dict[str, Any]:
+    """Self and inclusive time per function over the event-loop thread's samples (other threads idle or
+    run the SQLite driver: counted apart), and the shares of LOGGING_ONLY and BOTH_MODES frames."""
     self_time: collections.Counter[str] = collections.Counter()
     inclusive: collections.Counter[str] = collections.Counter()
-    total = 0
+    logging_time: collections.Counter[str] = collections.Counter()
+    total = others = logging_total = building = 0
     if not raw.exists():
         return {"error": f"py-spy wrote nothing to {raw}"}
     for line in raw.read_text().splitlines():
@@ -390,17 +411,38 @@ def summarise(raw: Path, top: int = 25) -> dict[str, Any]:
             continue
         n = int(count)
         frames = [_short(f) for f in stack.split(";")]
+        if not frames[0].startswith("<module>"):  # a thread other than the main (event-loop) one
+            others += n
+            if any("aiosqlite" in f for f in frames):
+                logging_time["SQLite writer thread (aiosqlite), not in the total"] += n
+            continue
         total += n
         self_time[frames[-1]] += n
         for frame in set(frames):
             inclusive[frame] += n
+        hit = next((f for f in frames if any(k in f for k in LOGGING_ONLY)), None)
+        if hit is not None:
+            logging_total += n
+            logging_time[hit] += n
+            continue
+        hit = next((f for f in frames if any(k in f for k in BOTH_MODES)), None)
+        if hit is not None:
+            building += n
+            logging_time[f"{hit} (logging off too)"] += n
 
     def pct(n: int) -> float:
         return round(100 * n / total, 1) if total else 0.0
 
+    logging = [
+        ("logging on only (queue, writer, driver)", pct(logging_total)),
+        ("building the record (both modes)", pct(building)),
+    ]
+    logging += [(f, pct(n)) for f, n in logging_time.most_common(8)]  # fmt: skip
     return {
         "samples": total,
+        "other_thread_samples": others,
         "raw_file": str(raw),
+        "logging": logging,
         "self": [(f, pct(n)) for f, n in self_time.most_common(top)],
         "inclusive": [(f, pct(n)) for f, n in inclusive.most_common(top * 3)
                       if any(k in f for k in ("switchpoint", "sqlalchemy", "asyncpg", "aiosqlite", "orjson"))][:top],
@@ -411,23 +453,32 @@ def summarise(raw: Path, top: int = 25) -> dict[str, Any]:
 
 
 def summary(fig: dict[str, Any]) -> dict[str, Any]:
+    """Means per mode; the on/off ratio of throughput and of gateway CPU per request (the steadier figure)."""
     runs = fig["runs"]
-    on = [r["rps"] for r in runs if r["mode"] == "on"]
-    off = [r["rps"] for r in runs if r["mode"] == "off"]
+
+    def mean(mode: str, key: str) -> float:
+        values = [r[key] for r in runs if r["mode"] == mode and key in r]
+        return statistics.mean(values) if values else 0.0
+
     pairs = [runs[i : i + 2] for i in range(0, len(runs) - 1, 2)]  # each pair holds one on and one off run
     paired = [next(r["rps"] for r in p if r["mode"] == "on") / max(next(r["rps"] for r in p if r["mode"] == "off"), 1)
               for p in pairs]  # fmt: skip
-    return {"on": on, "off": off, "on_mean": statistics.mean(on), "off_mean": statistics.mean(off),
-            "ratio": statistics.mean(on) / max(statistics.mean(off), 1), "paired": paired,
-            "paired_median": statistics.median(paired)}  # fmt: skip
+    out: dict[str, Any] = {
+        f"{mode}_{key}": mean(mode, key) for mode in ("on", "off") for key in ("rps", "cpu_us", "pg_cpu_us")
+    }
+    out["ratio"] = out["on_rps"] / max(out["off_rps"], 1)
+    out["cpu_ratio"] = out["off_cpu_us"] / out["on_cpu_us"] if out["on_cpu_us"] else 0.0
+    out["paired"], out["paired_median"] = paired, statistics.median(paired)
+    return out
 
 
 def _load_cell(load: dict[str, float]) -> str:
-    return f"{load['others']:.2f}/{load['postgres']:.2f}/{load['steal']:.2f}"
+    return f"{load['others']:.2f}/{load['steal']:.2f}"
 
 
 def print_table(results: dict[str, Any]) -> None:
-    print(f"\n{'backend':<11}{'logging':<9}{'runs (req/s, c64)':<44}{'mean':>8}{'non2xx':>8}  others/pg/steal CPUs")
+    head = f"{'backend':<11}{'logging':<8}{'runs (req/s, wrk -t1 -c64)':<42}{'mean':>7}{'non2xx':>7}"
+    print(f"\n{head}{'gw CPU us/req':>15}{'pg CPU us/req':>15}  others/steal CPUs per run")
     for name, fig in results["backends"].items():
         s = summary(fig)
         for mode in ("off", "on"):
@@ -435,22 +486,29 @@ def print_table(results: dict[str, Any]) -> None:
             cells = " ".join(f"{r['rps']:7.0f}" for r in runs)
             bad = sum(r["non2xx"] for r in runs)
             load = " ".join(_load_cell(r["load"]) for r in runs)
-            print(f"{name:<11}{mode:<9}{cells:<44}{s[mode + '_mean']:8.0f}{bad:8d}  {load}")
+            print(f"{name:<11}{mode:<8}{cells:<42}{s[mode + '_rps']:7.0f}{bad:7d}{s[mode + '_cpu_us']:15.1f}"
+                  f"{s[mode + '_pg_cpu_us']:15.1f}  {load}")  # fmt: skip
     print()
     for name, fig in results["backends"].items():
         s = summary(fig)
         ratio = s["ratio"]
         verdict = "within goal" if ratio >= GOAL else f"OVER BUDGET (goal: on >= {GOAL:.0%} of off)"
-        pairs = " ".join(f"{p:.3f}" for p in s["paired"])
-        print(f"{name}: logging on / off = {ratio:.3f} (costs {1 - ratio:.1%} of req/s; per adjacent pair {pairs},"
-              f" median {s['paired_median']:.3f})  {verdict}")  # fmt: skip
+        pairs = " ".join(f"{p:.2f}" for p in s["paired"])
+        print(f"{name}: req/s logging on / off = {ratio:.3f} (logging costs {1 - ratio:.1%}) {verdict}")
+        print(f"  per adjacent on/off pair: {pairs} (median {s['paired_median']:.3f}); gateway CPU per request "
+              f"off/on = {s['cpu_ratio']:.3f} (logging adds {s['on_cpu_us'] - s['off_cpu_us']:.1f} us/req,"
+              f" {1 - s['cpu_ratio']:.1%} of capacity)")  # fmt: skip
         writer = fig["writer"]
         print(f"  {len(fig['discarded'])} disturbed run(s) done again; records stored {fig['records_stored']} for"
               f" ~{fig['requests_logging_on']} logged requests; writer: "
               + ", ".join(f"{k}={int(v)}" for k, v in sorted(writer.items())))  # fmt: skip
     for name, prof in results.get("profiles", {}).items():
-        print(f"\nprofile ({name}, logging on, {prof.get('samples', 0)} samples, raw: {prof.get('raw_file')})")
-        print("  self time:")
+        print(f"\nprofile ({name}, logging on; {prof.get('samples', 0)} samples of the event-loop thread, "
+              f"{prof.get('other_thread_samples', 0)} of other threads; raw: {prof.get('raw_file')})")  # fmt: skip
+        print("  logging's share of the event-loop thread:")
+        for frame, pct in prof.get("logging", []):
+            print(f"    {pct:5.1f}%  {frame}")
+        print("  self time, event-loop thread:")
         for frame, pct in prof.get("self", [])[:15]:
             print(f"    {pct:5.1f}%  {frame}")
         print("  inclusive (project, SQLAlchemy, drivers):")
