@@ -8,6 +8,7 @@ import openai
 import pytest
 
 from tests.support.stack import GatewayStack
+from tests.support.streams import collect_tool_calls
 
 USER = [{"role": "user", "content": "hello there"}]
 WEATHER = {
@@ -68,17 +69,7 @@ def test_compat_stream_tool_calls_arrive_whole(stack: GatewayStack) -> None:
     stream = client(stack).chat.completions.create(
         model="openai/gpt-4o-mini", messages=USER, tools=[WEATHER, TIME], stream=True
     )
-    calls: dict[int, dict[str, str]] = {}
-    finish = None
-    for chunk in stream:
-        for choice in chunk.choices:
-            finish = choice.finish_reason or finish
-            for delta in choice.delta.tool_calls or []:
-                call = calls.setdefault(delta.index, {"id": "", "name": "", "arguments": ""})
-                call["id"] += delta.id or ""
-                if delta.function is not None:
-                    call["name"] += delta.function.name or ""
-                    call["arguments"] += delta.function.arguments or ""
+    calls, finish = collect_tool_calls(stream)
     assert finish == "tool_calls"
     assert sorted(c["name"] for c in calls.values()) == ["get_time", "get_weather"]
     for call in calls.values():

@@ -13,6 +13,7 @@ import openai
 import pytest
 
 from tests.support.stack import GatewayStack
+from tests.support.streams import collect_tool_calls
 
 USER = [{"role": "user", "content": "hello there"}]
 WEATHER_OAI = {
@@ -74,17 +75,7 @@ def test_openai_client_streams_from_claude_with_usage(stack: GatewayStack) -> No
 
 def test_openai_client_tool_calls_from_claude_stream(stack: GatewayStack) -> None:
     stream = oai(stack).chat.completions.create(model=CLAUDE, messages=USER, tools=[WEATHER_OAI], stream=True)
-    calls: dict[int, dict[str, str]] = {}
-    finish = None
-    for chunk in stream:
-        for choice in chunk.choices:
-            finish = choice.finish_reason or finish
-            for delta in choice.delta.tool_calls or []:
-                call = calls.setdefault(delta.index, {"id": "", "name": "", "arguments": ""})
-                call["id"] += delta.id or ""
-                if delta.function is not None:
-                    call["name"] += delta.function.name or ""
-                    call["arguments"] += delta.function.arguments or ""
+    calls, finish = collect_tool_calls(stream)
     assert finish == "tool_calls"
     assert [c["name"] for c in calls.values()] == ["get_weather"]
     assert calls[0]["id"].startswith("toolu_")
