@@ -152,11 +152,6 @@ def test_killed_redis_follows_the_policy_then_recovers_without_a_restart(served:
     assert not [s for s in served.statuses if s >= 500], served.statuses
 
 
-@pytest.mark.xfail(
-    reason="BUG: a hung Redis (accepts TCP, never answers) stalls every call sent in each retry window for the "
-    "full timeout, not one probe: RedisState._run lets all calls through once _down_until has passed",
-    strict=True,
-)
 def test_a_hung_redis_costs_one_probe_per_retry_not_a_stall_per_call(served: Served, own_redis: OwnRedis) -> None:
     """A frozen server (SIGSTOP: the kernel still completes TCP handshakes) is detected by the reply timeout
     (1 s); after that, calls fail fast and only an occasional probe waits for the server, so almost every

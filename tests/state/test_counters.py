@@ -187,3 +187,19 @@ async def test_peek_answers_like_consume_and_takes_nothing(backend: StateBackend
     decisions = await backend.peek([roomy, tight], now=now)
     assert [(d.allowed, d.remaining) for d in decisions] == [(True, 5), (False, 0)]
     assert (await backend.consume([roomy], now=now))[0].remaining == 4
+
+
+async def test_refunds_sent_soon_arrive_merged(backend: StateBackend) -> None:
+    """Settlements do not wait: give-backs of many calls and an extra charge, delivered by the next flush
+    (at once in memory; in one script call on Redis), as if each had been refunded on its own."""
+    charge = Charge("soon", 1, 10, 3600, "sliding")
+    decisions = [(await backend.consume([charge]))[0] for _ in range(10)]
+    assert not (await backend.consume([charge]))[0].allowed
+    for decision in decisions[:6]:
+        backend.refund_soon([charge], decision.at)
+    backend.refund_soon([charge._replace(amount=-2)], decisions[0].at)  # one call cost 2 more than held
+    await backend.flush()
+    assert (await backend.peek([charge]))[0].remaining == 4  # 10 - (10 - 6 + 2)
+    backend.refund_soon([charge._replace(amount=50)], decisions[0].at)
+    await backend.flush()
+    assert (await backend.peek([charge]))[0].remaining == 10  # never below zero, merged or not

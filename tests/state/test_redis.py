@@ -6,7 +6,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import signal
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Barrier
 
@@ -102,6 +105,104 @@ async def test_outage_fails_fast_then_recovers_without_a_rebuild(
     messages = [record.getMessage() for record in caplog.records]
     assert sum(m.startswith("redis state unavailable") for m in messages) == 1
     assert messages[-1] == "redis state recovered"
+
+
+@contextmanager
+def frozen(server: OwnRedis) -> Iterator[None]:
+    """The server hangs (SIGSTOP): the kernel still accepts connections, nothing answers."""
+    assert server.process is not None
+    server.process.send_signal(signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        server.process.send_signal(signal.SIGCONT)
+
+
+async def test_a_hung_server_costs_one_probe_per_retry(own_redis: OwnRedis) -> None:
+    state = RedisState.from_url(own_redis.url, retry_interval_s=0.2, timeout_s=0.3)
+    charge = Charge("hung", 1, 100, 60, "sliding")
+    loop = asyncio.get_running_loop()
+    try:
+        assert (await state.peek([charge]))[0].allowed
+        with frozen(own_redis):
+            started = loop.time()
+            with pytest.raises(StateUnavailable):  # the reply timeout detects it
+                await state.peek([charge])
+            assert loop.time() - started >= 0.3
+            await asyncio.sleep(0.25)  # past the retry time: the breaker half-opens
+            calls = [asyncio.ensure_future(state.peek([charge])) for _ in range(20)]
+            await asyncio.sleep(0.05)
+            assert sum(call.done() for call in calls) == 19  # all but the probe failed at once
+            for call in calls:
+                with pytest.raises(StateUnavailable):
+                    await call
+        await asyncio.sleep(0.45)  # the failed probe doubled the wait
+        assert (await state.peek([charge]))[0].allowed
+        assert state.available
+    finally:
+        await state.aclose()
+
+
+async def test_refunds_held_while_the_breaker_is_open_arrive_once_it_closes(
+    own_redis: OwnRedis, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="switchpoint.state")
+    state = RedisState.from_url(own_redis.url, retry_interval_s=0.5, timeout_s=0.3)
+    charge = Charge("held", 1, 5, 3600, "fixed")
+    try:
+        decisions = [(await state.consume([charge]))[0] for _ in range(5)]
+        with frozen(own_redis):
+            with pytest.raises(StateUnavailable):
+                await state.peek([charge])  # opens the breaker; a peek changes nothing if it ever runs
+            for decision in decisions[:3]:
+                state.refund_soon([charge], decision.at)
+            await asyncio.sleep(0.1)  # the flush timer fired and was refused: held, not sent
+        assert not state.available
+        for _ in range(40):
+            await asyncio.sleep(0.05)
+            if state.available:
+                break
+        await asyncio.sleep(0.05)
+        assert (await state.peek([charge]))[0].remaining == 3
+    finally:
+        await state.aclose()
+    messages = [record.getMessage() for record in caplog.records]
+    assert any(m.startswith("redis state: 1 budget refunds held for retry") for m in messages), messages
+    assert "redis state: held budget refunds delivered" in messages
+
+
+async def test_refunds_that_may_have_run_are_logged_not_sent_twice(
+    own_redis: OwnRedis, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="switchpoint.state")
+    state = RedisState.from_url(own_redis.url, retry_interval_s=0.1, timeout_s=0.3)
+    charge = Charge("twice", 1, 5, 3600, "fixed")
+    try:
+        decision = (await state.consume([charge]))[0]
+        with frozen(own_redis):
+            state.refund_soon([charge], decision.at)
+            await state.flush()  # sent, then no answer: it may run once the server wakes up
+        assert "redis state: 1 budget refunds may not have arrived" in caplog.text
+        await state.flush()
+        assert len(state._refunds) == 0
+    finally:
+        await state.aclose()
+
+
+async def test_close_sends_the_held_refunds(redis_url: str) -> None:
+    prefix = f"sp-test:{uuid.uuid4().hex}:"
+    charge = Charge("closing", 1, 5, 3600, "fixed")
+    state = RedisState.from_url(redis_url, prefix=prefix)
+    decisions = [(await state.consume([charge]))[0] for _ in range(5)]
+    for decision in decisions:
+        state.refund_soon([charge], decision.at)
+    await state.aclose()  # before the flush timer
+    reopened = RedisState.from_url(redis_url, prefix=prefix)
+    try:
+        assert (await reopened.peek([charge]))[0].remaining == 5
+    finally:
+        await reopened.aclose()
+        await delete_prefix(redis_url, prefix)
 
 
 def test_missing_redis_fails_in_ci_and_skips_elsewhere(monkeypatch: pytest.MonkeyPatch) -> None:

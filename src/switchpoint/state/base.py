@@ -83,6 +83,16 @@ class CounterBackend(Protocol):
         a limit check (a call that cost more than was reserved has already been spent)."""
         ...
 
+    def refund_soon(self, charges: Sequence[Charge], at: float) -> None:
+        """`refund` without waiting for it, for settlements after a call: memory applies it at once; Redis
+        sends the refunds of many calls in one script call a moment later (extra charges without delay),
+        keeps them while the server is unreachable, and sends what is left at `flush`/`aclose`."""
+        ...
+
+    async def flush(self) -> None:
+        """Send what `refund_soon` still holds (once; what the server refuses stays held)."""
+        ...
+
 
 class CacheBackend(Protocol):
     async def get(self, key: str) -> bytes | None: ...

@@ -2,8 +2,8 @@
 -- state/memory.py is its twin, and both pass the same tests.
 -- KEYS[i]: the counter of charge i, a hash: fixed {i = window index, v = used}, sliding {slot = amount}.
 -- ARGV[1]: 'consume' | 'peek' (consume's answer, taking nothing) | 'refund'. ARGV[2]: now in ms, or '' for the server clock (so machines agree).
--- ARGV[3]: refund only, when the amounts were consumed (ms).
--- ARGV[4i .. 4i+3]: amount, limit, window_ms, technique ('fixed' | 'sliding') of charge i.
+-- ARGV[4i-1 .. 4i+2]: amount, limit, window_ms, technique ('fixed' | 'sliding') of charge i; for 'refund' the
+-- limit's place holds when that amount was consumed (ms), so one call carries refunds of many calls.
 -- consume: check every charge, then apply all or none; returns {now_ms, ok_1, remaining_1, reset_ms_1, ...}
 -- (remaining as text: replies truncate floats). refund: give amounts back to the window they were consumed
 -- in while it counts, never below zero; a negative amount is charged now without a check; returns 0.
@@ -86,7 +86,7 @@ end
 local function charges()
   local list = {}
   for i, key in ipairs(KEYS) do
-    local base = 4 * i
+    local base = 4 * i - 1
     list[i] = {key = key, amount = tonumber(ARGV[base]), limit = tonumber(ARGV[base + 1]),
                window = tonumber(ARGV[base + 2]), technique = ARGV[base + 3]}
   end
@@ -114,8 +114,9 @@ local function consume(now, take)
   return out
 end
 
-local function refund(now, at)
+local function refund(now)
   for _, c in ipairs(charges()) do
+    local at = c.limit
     if c.amount < 0 then
       add(c.key, -c.amount, c.window, c.technique, now)
     elseif c.technique == 'fixed' then
@@ -132,4 +133,4 @@ local function refund(now, at)
 end
 
 if ARGV[1] == 'consume' or ARGV[1] == 'peek' then return consume(clock(), ARGV[1] == 'consume') end
-return refund(clock(), tonumber(ARGV[3]))
+return refund(clock())

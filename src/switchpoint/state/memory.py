@@ -11,7 +11,7 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 
-from switchpoint.state.base import Charge, Decision, fits, slot_ms
+from switchpoint.state.base import EPSILON, Charge, Decision, fits, slot_ms
 
 _SWEEP_EVERY_MS = 60_000
 
@@ -131,12 +131,18 @@ class MemoryState:
         now_ms = int(at * 1000)
         if now_ms >= self._sweep_at:
             self._sweep(now_ms)
-        if len(charges) == 1:  # the hot path: one rate limit
+        if len(charges) == 1:  # the hot path: one rate limit or one spend rule, `_decide` inlined
             charge = charges[0]
             entry = self._entry(charge)
             used = entry.used_at(now_ms)
-            fit = fits(used, charge.amount, charge.limit)
-            return [_decide(entry, charge, used, fit, take and fit, now_ms, at)]
+            amount, limit = charge.amount, charge.limit
+            fit = used + amount <= limit + EPSILON if amount > 0 else used + EPSILON < limit
+            if fit and take:
+                entry.add(amount, now_ms)
+                used += amount
+            reset_ms = entry.reset_ms(now_ms, amount, limit, fit)
+            left = limit - used
+            return [Decision(fit, limit, left if left > 0 else 0.0, reset_ms / 1000, at)]
         entries = [self._entry(charge) for charge in charges]
         used_all = [entry.used_at(now_ms) for entry in entries]
         fit_all = [fits(u, c.amount, c.limit) for u, c in zip(used_all, charges, strict=True)]
@@ -147,6 +153,15 @@ class MemoryState:
         ]
 
     async def refund(self, charges: Sequence[Charge], at: float, now: float | None = None) -> None:
+        self._refund(charges, at, now)
+
+    def refund_soon(self, charges: Sequence[Charge], at: float) -> None:
+        self._refund(charges, at, None)
+
+    async def flush(self) -> None:
+        """Nothing is ever held: `refund_soon` applies at once."""
+
+    def _refund(self, charges: Sequence[Charge], at: float, now: float | None) -> None:
         now_ms = int((self._clock() if now is None else now) * 1000)
         at_ms = int(at * 1000)
         for charge in charges:

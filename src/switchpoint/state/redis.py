@@ -7,26 +7,35 @@ Redis server's clock unless a test passes `now`. Keys live under a prefix (`sp:`
 so Redis Cluster is not supported; a single server (with replicas for failover) is.
 
 Counters and cache use separate pipelined connections (`resp.py`), so a 25 MB cache entry in transit
-never delays a rate-limit check. Every failure becomes `StateUnavailable`. After one, calls fail fast for
-`retry_interval_s` (no socket wait per request while the server is down), then the next call reconnects;
-the gateway recovers without a restart. Transitions are logged once each; `errors` counts failed calls.
+never delays a rate-limit check. Every failure becomes `StateUnavailable`, and opens a circuit breaker
+(`breaker.py`): calls fail fast, then one probe per `retry_interval_s` (doubling while it fails) reconnects,
+so a dead or hung server costs one waiting call per retry and the gateway recovers without a restart.
+Transitions are logged once each; `errors` counts failed calls.
+
+Settlement refunds (`refund_soon`) are held for `REFUND_DELAY_S` and sent merged in one script call; extra
+charges go at once (they must count before the next check). Refunds the server could not take stay held
+and go with the next flush; they are dropped only past a bound, with a log line, and flushed at `aclose`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from importlib.resources import files
 from typing import TypeVar
 
 from switchpoint.state.base import Charge, Decision, StateUnavailable
+from switchpoint.state.breaker import Breaker
+from switchpoint.state.refunds import PendingRefunds
 from switchpoint.state.resp import Arg, ConnectionLost, RedisAddress, Reply, ReplyError, RespClient, pack
 
 _LUA = files("switchpoint.state").joinpath("counters.lua").read_text(encoding="utf-8")
 _SHA = hashlib.sha1(_LUA.encode()).hexdigest()
 _MAX_PACKED = 10_000
+REFUND_DELAY_S = 0.02  # refunds wait this long to share a script call; a budget only errs strict meanwhile
+_REFUND_BATCH = 500  # merged refunds per script call
 log = logging.getLogger("switchpoint.state")
 T = TypeVar("T")
 
@@ -41,9 +50,14 @@ class RedisState:
         self._cache = cache
         self._prefix = prefix
         self._retry_interval_s = retry_interval_s
-        self._down_until: float | None = None  # monotonic time before which calls fail fast
+        self._breaker = Breaker(retry_interval_s)
         self.errors = 0  # every call that raised StateUnavailable: a metric until Prometheus lands
         self._packed: dict[tuple[str, tuple[Charge, ...]], bytes] = {}
+        self._refunds = PendingRefunds()
+        self._refund_timer: asyncio.TimerHandle | None = None
+        self._refund_urgent = False  # the armed timer is the no-delay one
+        self._flushing: asyncio.Task[None] | None = None
+        self._refunds_failing = False
 
     @classmethod
     def from_url(
@@ -56,7 +70,7 @@ class RedisState:
 
     @property
     def available(self) -> bool:
-        return self._down_until is None
+        return self._breaker.closed
 
     async def consume(self, charges: Sequence[Charge], now: float | None = None) -> list[Decision]:
         return await self._decisions(charges, "consume", now)
@@ -65,7 +79,8 @@ class RedisState:
         return await self._decisions(charges, "peek", now)
 
     async def _decisions(self, charges: Sequence[Charge], op: str, now: float | None) -> list[Decision]:
-        reply = await self._run(lambda: self._script(charges, op, now, None))
+        command = self._evalsha(tuple(charges), op, now)
+        reply = await self._run(lambda: self._script(command))
         if not isinstance(reply, list) or len(reply) != 1 + 3 * len(charges):
             raise StateUnavailable(f"redis: unexpected reply to the counters script: {reply!r}")
         at = _number(reply[0]) / 1000
@@ -75,7 +90,72 @@ class RedisState:
         ]
 
     async def refund(self, charges: Sequence[Charge], at: float, now: float | None = None) -> None:
-        await self._run(lambda: self._script(charges, "refund", now, at))
+        at_ms = int(at * 1000)
+        command = self._refund_command([(c, at_ms) for c in charges], now)
+        await self._run(lambda: self._script(command))
+
+    def refund_soon(self, charges: Sequence[Charge], at: float) -> None:
+        at_ms, urgent = int(at * 1000), False
+        for charge in charges:
+            self._refunds.add(charge, at_ms)
+            urgent = urgent or charge.amount < 0
+        self._arm(urgent)
+
+    def _arm(self, urgent: bool) -> None:
+        """Start the flush timer (again without delay for an extra charge); one flush runs at a time."""
+        if self._flushing is not None:
+            self._refund_urgent = self._refund_urgent or urgent  # the running flush re-arms when it ends
+            return
+        if self._refund_timer is not None:
+            if not urgent or self._refund_urgent:
+                return
+            self._refund_timer.cancel()
+        loop = asyncio.get_running_loop()
+        self._refund_urgent = urgent
+        self._refund_timer = loop.call_later(0 if urgent else REFUND_DELAY_S, self._start_flush)
+
+    def _start_flush(self) -> None:
+        self._refund_timer = None
+        self._flushing = asyncio.ensure_future(self._flush_then_rearm())
+
+    async def _flush_then_rearm(self) -> None:
+        try:
+            await self.flush()
+        finally:
+            self._flushing, urgent = None, self._refund_urgent
+            self._refund_urgent = False
+            if self._refunds and self._breaker.closed:
+                self._arm(urgent)
+            elif self._refunds:  # try again when the breaker next lets a probe through
+                loop = asyncio.get_running_loop()
+                self._refund_timer = loop.call_later(self._retry_interval_s, self._start_flush)
+
+    async def flush(self) -> None:
+        while self._refunds:
+            batch = self._refunds.take(_REFUND_BATCH)
+            command = self._refund_command(batch, None)
+            try:
+                await self._run(lambda: self._script(command))  # noqa: B023  (awaited here, in this iteration)
+            except StateUnavailable as exc:
+                if _unsent(exc):
+                    self._refunds.put_back(batch)
+                    self._refunds_lost(exc)
+                else:  # it may have run: sending it again could give the money back twice
+                    log.error("redis state: %d budget refunds may not have arrived (%s); not resent", len(batch), exc)
+                return
+            if self._refunds_failing:
+                self._refunds_failing = False
+                log.warning("redis state: held budget refunds delivered")
+        self._refunds_lost(None)
+
+    def _refunds_lost(self, exc: StateUnavailable | None) -> None:
+        """Log the first undelivered flush of an outage, and any refunds the bound made us drop."""
+        if exc is not None and not self._refunds_failing:
+            self._refunds_failing = True
+            log.warning("redis state: %d budget refunds held for retry: %s", len(self._refunds), exc)
+        if self._refunds.dropped:
+            log.error("redis state: %d budget refunds dropped (too many held)", self._refunds.dropped)
+            self._refunds.dropped = 0
 
     async def get(self, key: str) -> bytes | None:
         value = await self._run(lambda: self._cache.call("GET", self._prefix + "k:" + key))
@@ -87,11 +167,20 @@ class RedisState:
             await self._run(lambda: self._cache.call("SET", self._prefix + "k:" + key, value, "PX", ttl_ms))
 
     async def aclose(self) -> None:
+        """Send the held refunds (one try each way), then close both connections."""
+        if self._refund_timer is not None:
+            self._refund_timer.cancel()
+            self._refund_timer = None
+        if self._flushing is not None:
+            await asyncio.wait([self._flushing])
+        if self._refunds:
+            await self.flush()
+        if self._refunds:
+            log.error("redis state: %d budget refunds not delivered at shutdown", len(self._refunds))
         await self._counters.aclose()
         await self._cache.aclose()
 
-    async def _script(self, charges: Sequence[Charge], op: str, now: float | None, at: float | None) -> Reply:
-        command = self._evalsha(tuple(charges), op, now, at)
+    async def _script(self, command: bytes) -> Reply:
         try:
             return await self._counters.send(command)
         except ReplyError as exc:
@@ -100,50 +189,66 @@ class RedisState:
         await self._counters.call("SCRIPT", "LOAD", _LUA)  # a restarted or flushed server forgot it
         return await self._counters.send(command)
 
-    def _evalsha(self, charges: tuple[Charge, ...], op: str, now: float | None, at: float | None) -> bytes:
+    def _evalsha(self, charges: tuple[Charge, ...], op: str, now: float | None) -> bytes:
         """The packed command. On the server's clock it depends on the charges alone, so the usual call (one
         rate-limit charge that `Limits` reuses) is packed once and then found in a bounded dict."""
-        reusable = now is None and at is None
-        if reusable:
+        if now is None:
             found = self._packed.get((op, charges))
             if found is not None:
                 return found
-        prefix = self._prefix
-        args: list[Arg] = ["EVALSHA", _SHA, len(charges)]
-        args += [f"{prefix}c:{c.technique}:{c.window_s}:{c.key}" for c in charges]
-        args += (op, _ms(now), _ms(at))
+        args = self._keys(charges, op, now)
         for c in charges:
             args += (repr(float(c.amount)), repr(float(c.limit)), c.window_s * 1000, c.technique)
         command = pack(tuple(args))
-        if reusable:
+        if now is None:
             if len(self._packed) >= _MAX_PACKED:
                 self._packed.clear()
             self._packed[(op, charges)] = command
         return command
 
+    def _refund_command(self, refunds: Sequence[tuple[Charge, int]], now: float | None) -> bytes:
+        """A refund carries, where a check has its limit, the time (ms) its amounts were consumed."""
+        args = self._keys([charge for charge, _ in refunds], "refund", now)
+        for c, at_ms in refunds:
+            args += (repr(float(c.amount)), at_ms, c.window_s * 1000, c.technique)
+        return pack(tuple(args))
+
+    def _keys(self, charges: Sequence[Charge], op: str, now: float | None) -> list[Arg]:
+        prefix = self._prefix
+        args: list[Arg] = ["EVALSHA", _SHA, len(charges)]
+        args += [f"{prefix}c:{c.technique}:{c.window_s}:{c.key}" for c in charges]
+        args += (op, "" if now is None else int(now * 1000))
+        return args
+
     async def _run(self, call: Callable[[], Awaitable[T]]) -> T:
-        if self._down_until is not None and time.monotonic() < self._down_until:
+        """One call through the breaker: refused at once while it is open, the probe when it half-opens."""
+        admission = self._breaker.admit()
+        if admission == "refuse":
             self.errors += 1
             raise StateUnavailable("redis is unavailable (retrying shortly)")
+        probe, settled = admission == "probe", False
         try:
             result = await call()
+            settled = True
         except (ConnectionLost, ReplyError) as exc:
-            self._failed(exc)
+            settled = True
+            self.errors += 1
+            if self._breaker.failed(probe):
+                log.warning("redis state unavailable: %s", exc)
             raise StateUnavailable(f"redis: {exc}") from exc
-        if self._down_until is not None:
-            self._down_until = None
+        finally:
+            if probe and not settled:
+                self._breaker.abandon()
+        if self._breaker.succeeded():
             log.warning("redis state recovered")
         return result
 
-    def _failed(self, exc: Exception) -> None:
-        self.errors += 1
-        if self._down_until is None:
-            log.warning("redis state unavailable: %s", exc)
-        self._down_until = time.monotonic() + self._retry_interval_s
 
-
-def _ms(seconds: float | None) -> str | int:
-    return "" if seconds is None else int(seconds * 1000)
+def _unsent(exc: StateUnavailable) -> bool:
+    """The call never reached the server (refused by the breaker, or no connection). An error reply is no
+    such proof (a script can fail halfway), and neither is a connection lost with the call on it."""
+    cause = exc.__cause__
+    return cause is None or (isinstance(cause, ConnectionLost) and cause.unsent)
 
 
 def _number(reply: Reply) -> float:

@@ -22,7 +22,12 @@ Reply = bytes | int | str | list["Reply"] | None
 
 
 class ConnectionLost(Exception):
-    """The connection failed, closed or stalled; calls pending on it never got their reply."""
+    """The connection failed, closed or stalled; calls pending on it never got their reply. `unsent`: the
+    call surely never reached the server (no connection could be opened), so sending it again is safe."""
+
+    def __init__(self, message: str, unsent: bool = False) -> None:
+        super().__init__(message)
+        self.unsent = unsent
 
 
 class ReplyError(Exception):
@@ -221,7 +226,7 @@ class RespClient:
                 opening = loop.create_connection(_Protocol, address.host, address.port, ssl=context)
             _, protocol = await asyncio.wait_for(opening, self._timeout_s)
         except (TimeoutError, OSError) as exc:
-            raise ConnectionLost(f"cannot connect to redis: {exc or 'timed out'}") from None
+            raise ConnectionLost(f"cannot connect to redis: {exc or 'timed out'}", unsent=True) from None
         handshake = []
         if address.password is not None:
             credentials = (address.username, address.password) if address.username else (address.password,)
@@ -233,7 +238,7 @@ class RespClient:
         except (TimeoutError, ReplyError, ConnectionLost) as exc:
             lost = ConnectionLost(f"redis refused the connection setup: {exc or 'timed out'}")
             protocol.fail(lost)
-            raise lost from None
+            raise ConnectionLost(str(lost), unsent=True) from None
         self._protocol = protocol
         return protocol
 
