@@ -172,7 +172,7 @@ async def test_reserve_until_the_rule_is_spent_and_name_it(limits: Limits) -> No
 async def test_settle_refunds_the_unspent_part(limits: Limits) -> None:
     config = spend(R1)
     reservation = await limits.reserve("g", config, "openai", "gpt-4o", None, 4.0)
-    await limits.settle(reservation, 0.5)  # 0.5 spent of 5
+    limits.settle(reservation, 0.5)  # 0.5 spent of 5
     assert await limits.reserve("g", config, "openai", "gpt-4o", None, 4.5)
     with pytest.raises(BudgetExceeded):
         await limits.reserve("g", config, "openai", "gpt-4o", None, 0.01)
@@ -181,11 +181,11 @@ async def test_settle_refunds_the_unspent_part(limits: Limits) -> None:
 async def test_settle_charges_the_excess_without_a_check(limits: Limits) -> None:
     config = spend(R1)
     reservation = await limits.reserve("g", config, "openai", "gpt-4o", None, 1.0)
-    await limits.settle(reservation, 4.0)  # 4 spent of 5
+    limits.settle(reservation, 4.0)  # 4 spent of 5
     with pytest.raises(BudgetExceeded):
         await limits.reserve("g", config, "openai", "gpt-4o", None, 1.5)
     late = await limits.reserve("g", config, "openai", "gpt-4o", None, 0.5)
-    await limits.settle(late, 3.0)  # over the limit now: spent is spent
+    limits.settle(late, 3.0)  # over the limit now: spent is spent
     with pytest.raises(BudgetExceeded):
         await limits.reserve("g", config, "openai", "gpt-4o", None, 0)  # nothing left, even unpriced
 
@@ -193,9 +193,9 @@ async def test_settle_charges_the_excess_without_a_check(limits: Limits) -> None
 async def test_unpriced_calls_pass_while_money_is_left(limits: Limits) -> None:
     config = spend(R1)
     reservation = await limits.reserve("g", config, "openai", "x", None, 0)
-    await limits.settle(reservation, None)  # still unpriced: the estimate (0) stands
+    limits.settle(reservation, None)  # still unpriced: the estimate (0) stands
     assert await limits.reserve("g", config, "openai", "x", None, 0)
-    await limits.settle(await limits.reserve("g", config, "openai", "x", None, 0), 5.0)
+    limits.settle(await limits.reserve("g", config, "openai", "x", None, 0), 5.0)
     with pytest.raises(BudgetExceeded):
         await limits.reserve("g", config, "openai", "x", None, 0)
 
@@ -254,7 +254,7 @@ async def test_settle_moves_the_cost_to_the_target_that_answered(limits: Limits)
         {**R1, "id": "groq", "limit": 2, "provider": {"mode": "filter", "values": ["groq"]}},
     )
     reservation = await limits.reserve("g", config, "openai", "gpt-4o", None, 2)
-    await limits.settle(reservation, 1.5, provider="groq", model="llama")  # a fallback answered
+    limits.settle(reservation, 1.5, provider="groq", model="llama")  # a fallback answered
     assert await limits.reserve("g", config, "openai", "gpt-4o", None, 2)  # openai got its 2 back
     with pytest.raises(BudgetExceeded, match="rule 'groq'"):
         await limits.reserve("g", config, "groq", "llama", None, 1)
@@ -275,6 +275,12 @@ class Broken:
     async def refund(self, charges: Sequence[Charge], at: float, now: float | None = None) -> None:
         raise StateUnavailable("down")
 
+    def refund_soon(self, charges: Sequence[Charge], at: float) -> None:
+        raise StateUnavailable("down")
+
+    async def flush(self) -> None:
+        raise StateUnavailable("down")
+
 
 def _broken() -> CounterBackend:
     return Broken()
@@ -288,7 +294,7 @@ async def test_default_policy_rate_limits_fail_open_and_budgets_closed(caplog: p
     with pytest.raises(BudgetExceeded, match="unavailable") as info:
         await limits.reserve("g", spend(R1), "openai", "m", None, 1)
     assert info.value.cf_code == 2041
-    await limits.settle(None, 1.0)
+    limits.settle(None, 1.0)
     assert limits.failures == {"rate_limit": 3, "budget": 1}
     messages = [r.getMessage() for r in caplog.records]
     assert messages == [
@@ -304,7 +310,7 @@ async def test_the_opposite_policy() -> None:
     assert (info.value.status, info.value.cf_code) == (429, 2003)
     reservation = await limits.reserve("g", spend(R1), "openai", "m", None, 1)
     assert reservation is not None and reservation.charges == ()
-    await limits.settle(reservation, 2.0)  # never raises after the call
+    limits.settle(reservation, 2.0)  # never raises after the call
     assert limits.failures == {"rate_limit": 1, "budget": 2}
 
 

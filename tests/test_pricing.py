@@ -326,3 +326,18 @@ def test_ten_thousand_records_sum_to_the_exact_decimal_total(book: PriceBook) ->
     for summed in (sum(floats), math.fsum(floats)):  # a database's naive SUM and a careful one
         assert abs(Decimal(repr(summed)) - total) < Decimal("1e-6")
         assert Decimal(repr(summed)).quantize(cent) == total.quantize(cent)
+
+
+@pytest.mark.parametrize("model", ["gpt-4o-mini", "gpt-4o-2024-08-06", "claude-sonnet-4-5"])
+def test_the_budget_estimate_is_the_exact_cost_of_plain_tokens_in_floats(book: PriceBook, model: str) -> None:
+    provider = "anthropic" if model.startswith("claude") else "openai"
+    for tokens_in, tokens_out in ((0, 512), (75, 512), (123_457, 1)):
+        exact = book.cost(provider, model, Usage(tokens_in, tokens_out)).cost
+        assert exact is not None and exact > 0
+        assert book.estimate(provider, model, tokens_in, tokens_out) == pytest.approx(exact, rel=1e-12, abs=1e-12)
+
+
+def test_an_unpriced_model_has_no_estimate(book: PriceBook) -> None:
+    assert book.estimate("openai", "no-such-model", 10, 512) is None
+    assert book.estimate("openai", "no-such-model", 10, 512) is None  # memoised as unknown too
+    assert book.estimate(None, None, 10, 512) is None

@@ -13,7 +13,6 @@ import hashlib
 import logging
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
 from typing import Any, NamedTuple
 
 import orjson
@@ -25,7 +24,8 @@ from switchpoint.state.base import EPSILON, TECHNIQUES, Charge, CounterBackend, 
 log = logging.getLogger("switchpoint.limits")
 _NONE = "-"  # the shared bucket of calls that lack the partitioning token or metadata value
 _MAX_PART = 64  # longer partition values are hashed, so a client cannot make huge keys
-_MAX_CACHED_CHARGES = 10_000  # rate-limit charges kept built, per process (one per gateway/token/value)
+_MAX_CACHED_CHARGES = 10_000  # charges kept built, per process (one per gateway/token/value or target/value)
+_Bucket = tuple[SpendRule, str, float, int, Technique]  # a spend rule's bucket for one call, without an amount
 
 
 class RateDecision(NamedTuple):
@@ -37,8 +37,8 @@ class RateDecision(NamedTuple):
 
     @classmethod
     def of(cls, decision: Decision) -> RateDecision:
-        reset = max(1, math.ceil(decision.reset_s))
-        return cls(int(decision.limit), int(decision.remaining + EPSILON), reset)
+        reset = math.ceil(decision.reset_s)
+        return cls(int(decision.limit), int(decision.remaining + EPSILON), reset if reset > 1 else 1)
 
     def headers(self) -> dict[str, str]:
         return {
@@ -59,9 +59,9 @@ class RateLimitExceeded(RateLimited):
         return {"Retry-After": str(self.decision.reset_s), **self.decision.headers()}
 
 
-@dataclass(frozen=True, slots=True)
-class Reservation:
-    """The expected cost held in each applicable spend rule, and what `settle` needs to correct it."""
+class Reservation(NamedTuple):
+    """The expected cost held in each applicable spend rule, and what `settle` needs to correct it (a
+    NamedTuple: one is built on every call)."""
 
     gateway_id: str
     gateway: GatewayConfig
@@ -106,6 +106,10 @@ def _rule_bucket(
     return _bucket(f"sl:{gateway_id}:{rule.id}", parts)
 
 
+def _text(value: object) -> str | None:
+    return None if value is None else metadata_text(value)
+
+
 def _rule_text(rule: SpendRule) -> str:
     return f"rule '{rule.id}' (cost limit {rule.limit:g} per {rule.window}s, {rule.technique})"
 
@@ -117,6 +121,8 @@ class Limits:
         self._counters = counters
         self._fail_open = fail_open or FailOpenConfig()
         self._rate_charges: dict[tuple[str, str | None], tuple[RateLimitConfig, Charge]] = {}
+        self._spend: dict[tuple[str, str, str | None, tuple[str | None, ...]], tuple[object, tuple[_Bucket, ...]]] = {}
+        self._meta_keys: dict[str, tuple[object, tuple[str, ...]]] = {}
         self._failing: set[str] = set()
         self.failures = {"rate_limit": 0, "budget": 0}  # calls that met unreachable state, per feature
 
@@ -184,38 +190,66 @@ class Limits:
         if not gateway.spend_limits:
             return None
         estimate = max(0.0, estimate)
-        reservation = Reservation(gateway_id, gateway, metadata, provider, model, estimate, (), 0.0)
-        rules, charges = self._spend_charges(reservation, provider, model, estimate)
-        if not charges:
-            return reservation
+        buckets = self._spend_buckets(gateway_id, gateway, provider, model, metadata)
+        if not buckets:
+            return Reservation(gateway_id, gateway, metadata, provider, model, estimate, (), 0.0)
+        charges = tuple(
+            [Charge(key, estimate, limit, window, technique) for _, key, limit, window, technique in buckets]
+        )
         try:
             decisions = await self._counters.consume(charges)
         except StateUnavailable as exc:
             if not self._unavailable("budget", exc):
                 raise BudgetExceeded("Spend limit state is unavailable", retry_after=1) from None
-            return reservation
-        self._available("budget")
-        for rule, decision in zip(rules, decisions, strict=True):
+            return Reservation(gateway_id, gateway, metadata, provider, model, estimate, (), 0.0)
+        if self._failing:
+            self._available("budget")
+        for bucket, decision in zip(buckets, decisions, strict=True):
             if not decision.allowed:
                 where = f"{provider} {model}" if model else provider
-                message = f"Spend limit exceeded: {_rule_text(rule)} for {where}"
+                message = f"Spend limit exceeded: {_rule_text(bucket[0])} for {where}"
                 raise BudgetExceeded(message, retry_after=max(1, math.ceil(decision.reset_s)))
-        return replace(reservation, charges=charges, at=decisions[0].at)
+        return Reservation(gateway_id, gateway, metadata, provider, model, estimate, charges, decisions[0].at)
 
-    def _spend_charges(
-        self, reservation: Reservation, provider: str, model: str | None, amount: float
-    ) -> tuple[list[SpendRule], tuple[Charge, ...]]:
-        rules, charges = [], []
-        for rule in reservation.gateway.spend_limits:
-            if not rule.enabled:
-                continue
-            bucket = _rule_bucket(reservation.gateway_id, rule, provider, model, reservation.metadata or {})
-            if bucket is not None:
-                rules.append(rule)
-                charges.append(Charge(bucket, amount, rule.limit, rule.window, rule.technique))
-        return rules, tuple(charges)
+    def _spend_buckets(
+        self,
+        gateway_id: str,
+        gateway: GatewayConfig,
+        provider: str,
+        model: str | None,
+        metadata: Mapping[str, Any] | None,
+    ) -> tuple[_Bucket, ...]:
+        """The buckets of the rules that apply to this call, reused while the rules stay the same objects
+        (bounded, like the rate-limit charges): keyed by target and the metadata values the rules read."""
+        rules = gateway.spend_limits
+        keys = self._metadata_keys(gateway_id, rules)
+        values = tuple([_text(metadata.get(k)) if metadata else None for k in keys]) if keys else ()
+        cache_key = (gateway_id, provider, model, values)
+        cached = self._spend.get(cache_key)
+        if cached is not None and cached[0] is rules:
+            return cached[1]
+        buckets: list[_Bucket] = []
+        for rule in rules:
+            if rule.enabled:
+                bucket = _rule_bucket(gateway_id, rule, provider, model, metadata or {})
+                if bucket is not None:
+                    buckets.append((rule, bucket, rule.limit, rule.window, rule.technique))
+        if len(self._spend) >= _MAX_CACHED_CHARGES:
+            self._spend.clear()
+        self._spend[cache_key] = (rules, tuple(buckets))
+        return tuple(buckets)
 
-    async def settle(
+    def _metadata_keys(self, gateway_id: str, rules: list[SpendRule]) -> tuple[str, ...]:
+        cached = self._meta_keys.get(gateway_id)
+        if cached is not None and cached[0] is rules:
+            return cached[1]
+        keys = tuple(sorted({key for rule in rules for key in rule.metadata}))
+        if len(self._meta_keys) >= _MAX_CACHED_CHARGES:
+            self._meta_keys.clear()
+        self._meta_keys[gateway_id] = (rules, keys)
+        return keys
+
+    def settle(
         self,
         reservation: Reservation | None,
         actual_cost: float | None,
@@ -225,27 +259,32 @@ class Limits:
         """Correct the reservation with the real cost: refund the difference, or charge the excess (it is
         spent already, so no check). `actual_cost` None (unpriced) keeps the estimate. When the answer came
         from another provider or model than reserved (a fallback), the whole estimate goes back and the
-        cost is charged to the rules of the one that answered. Never raises: the call is over."""
+        cost is charged to the rules of the one that answered. Does not wait (`refund_soon`), never raises:
+        the call is over."""
         if reservation is None or actual_cost is None:
             return
         if provider is None and model is None:
             provider, model = reservation.provider, reservation.model
         actual_cost = max(0.0, actual_cost)
-        _, now = self._spend_charges(reservation, provider or reservation.provider, model, -actual_cost)
-        if [c.key for c in now] == [c.key for c in reservation.charges]:
-            delta = reservation.estimate - actual_cost
-            adjust = [c._replace(amount=delta) for c in reservation.charges]
+        held = reservation.charges
+        if held and provider == reservation.provider and model == reservation.model:
+            delta = reservation.estimate - actual_cost  # the same rules and buckets as reserved
+            if -EPSILON <= delta <= EPSILON:
+                return
+            adjust = [Charge(c.key, delta, c.limit, c.window_s, c.technique) for c in held]
         else:
-            adjust = [c._replace(amount=reservation.estimate) for c in reservation.charges] + list(now)
-        adjust = [c for c in adjust if abs(c.amount) > EPSILON]
-        if not adjust:
-            return
-        try:
-            await self._counters.refund(adjust, reservation.at)
-        except StateUnavailable as exc:
-            self._unavailable("budget", exc)
-        else:
-            self._available("budget")
+            buckets = self._spend_buckets(
+                reservation.gateway_id, reservation.gateway, provider or reservation.provider, model,
+                reservation.metadata,
+            )  # fmt: skip
+            now = [Charge(key, -actual_cost, limit, w, t) for _, key, limit, w, t in buckets]
+            if [c.key for c in now] == [c.key for c in held]:
+                adjust = [c._replace(amount=reservation.estimate - actual_cost) for c in held]
+            else:
+                adjust = [c._replace(amount=reservation.estimate) for c in held] + now
+            adjust = [c for c in adjust if abs(c.amount) > EPSILON]
+        if adjust:
+            self._refund_soon(adjust, reservation.at)
 
     async def route_check(
         self, bucket: str, amount: float, limit: float, window_s: int, technique: str, take: bool = True
@@ -263,12 +302,17 @@ class Limits:
 
     async def route_add(self, bucket: str, amount: float, window_s: int, technique: str) -> None:
         """Record a route budget's real cost once known, without a check; never raises (the call is over)."""
-        if amount <= 0:
-            return
-        charges = (Charge(f"rt:{bucket}", -amount, 0, window_s, _technique(technique)),)
+        self.route_add_soon(bucket, amount, window_s, technique)
+
+    def route_add_soon(self, bucket: str, amount: float, window_s: int, technique: str) -> None:
+        """`route_add` without waiting: the charge goes out with the next refunds (at once in memory)."""
+        if amount > 0:
+            self._refund_soon((Charge(f"rt:{bucket}", -amount, 0, window_s, _technique(technique)),), 0)
+
+    def _refund_soon(self, charges: Sequence[Charge], at: float) -> None:
         try:
-            await self._counters.refund(charges, at=0)
-        except StateUnavailable as exc:
+            self._counters.refund_soon(charges, at)
+        except StateUnavailable as exc:  # a backend that cannot even hold them (Redis holds, and logs)
             self._unavailable("budget", exc)
 
     def _unavailable(self, feature: str, exc: StateUnavailable) -> bool:

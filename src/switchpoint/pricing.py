@@ -227,6 +227,7 @@ class PriceBook:
         self._aliases: dict[str, str] = dict(data.get("provider_aliases", {}))
         self._vendors: dict[str, str] = dict(data.get("openrouter_vendors", {}))
         self._memo: dict[tuple[str, str], tuple[str, ModelPrice] | None] = {}
+        self._rates: dict[tuple[str | None, str | None], tuple[float, float] | None] = {}
 
     def __len__(self) -> int:
         return len(self._prices)
@@ -269,6 +270,24 @@ class PriceBook:
         reason = price.reasoning if price.reasoning is not None else price.output
         units = _units(usage, price.input, price.output, read, write, reason)
         return CostResult(_usd(units.scaleb(-6)))
+
+    def estimate(self, provider: str | None, model: str | None, tokens_in: int, tokens_out: int) -> float | None:
+        """A budget reservation's guess: `cost` of plain input and output tokens (no cache or reasoning parts)
+        in binary floats, from per-token rates converted once per model. A guess needs no exact decimals, and
+        this runs before every call on a gateway with spend limits. None when the model is not priced."""
+        key = (provider, model)
+        rates = self._rates.get(key)
+        if rates is None:
+            if key in self._rates:
+                return None
+            price = self.price(provider, model)
+            rates = None if price is None else (float(price.input) / 1e6, float(price.output) / 1e6)
+            if len(self._rates) >= _MEMO_LIMIT:
+                self._rates.clear()
+            self._rates[key] = rates
+            if rates is None:
+                return None
+        return tokens_in * rates[0] + tokens_out * rates[1]
 
     def _find(self, provider: str, model: str) -> tuple[str, ModelPrice] | None:
         for name in _candidates(model):

@@ -7,10 +7,6 @@ answered before any budget is reserved (a hit costs nothing), as on Cloudflare.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Coroutine
-from typing import Any
-
 from aiohttp import web
 
 from switchpoint.exchange.caching import cached_call
@@ -33,36 +29,28 @@ async def reserve_budget(ex: Exchange, target: Target) -> None:
     """Hold the expected cost in every spend rule that applies (raises 429/2041 when one is spent)."""
     if not ex.gateway.spend_limits:
         return
-    guess = Usage(len(target.body) // 4, ESTIMATED_OUTPUT_TOKENS)  # ~4 bytes a token
+    tokens_in = len(target.body) // 4  # ~4 bytes a token
     custom = ex.options.custom_cost
-    if custom is not None and custom.total_cost is not None:
+    if custom is None:
+        estimate = ex.runtime.prices.estimate(target.provider.name, target.model, tokens_in, ESTIMATED_OUTPUT_TOKENS)
+    elif custom.total_cost is not None:
         estimate = float(custom.total_cost)  # the caller told us the price up front
     else:
-        estimate = ex.runtime.prices.cost(target.provider.name, target.model, guess, custom).cost or 0.0
+        estimate = custom.cost(Usage(tokens_in, ESTIMATED_OUTPUT_TOKENS))
     ex.reservation = await ex.runtime.limits.reserve(
-        ex.gateway_id, ex.gateway, target.provider.name, target.model, ex.options.metadata, estimate
+        ex.gateway_id, ex.gateway, target.provider.name, target.model, ex.options.metadata, estimate or 0.0
     )
 
 
 def settle_budget(ex: Exchange, cost: float | None) -> None:
-    """Correct the reservation with the real cost, and charge it to the route's budget elements, off the
-    response path."""
+    """Correct the reservation with the real cost, and charge it to the route's budget elements. Nothing
+    here waits: memory applies it at once, Redis sends it with the next batch of refunds."""
+    limits = ex.runtime.limits
     if ex.reservation is not None:
-        _background(ex, ex.runtime.limits.settle(ex.reservation, cost, ex.provider, ex.model))
+        limits.settle(ex.reservation, cost, ex.provider, ex.model)
     if ex.route_charges and cost:
-        _background(ex, _charge_route(ex, cost))
-
-
-async def _charge_route(ex: Exchange, cost: float) -> None:
-    for charge in ex.route_charges:
-        await ex.runtime.limiter.add(charge.bucket, cost, charge.window_s, charge.technique)
-
-
-def _background(ex: Exchange, work: Coroutine[Any, Any, None]) -> None:
-    task = asyncio.create_task(work)
-    background = ex.runtime.background
-    background.add(task)
-    task.add_done_callback(background.discard)
+        for charge in ex.route_charges:
+            limits.route_add_soon(charge.bucket, cost, charge.window_s, charge.technique)
 
 
 async def governed_call(
