@@ -238,6 +238,27 @@ def _worker(config: Config, host: str, port: int, worker_index: int) -> None:
     asyncio.run(serve_forever(config, host, port, worker_index))
 
 
+def _warn_per_worker_state(config: Config, workers: int) -> None:
+    """Without Redis each worker counts on its own, so a limit admits up to `workers` times its value."""
+    if config.redis_url:
+        return
+    used = [
+        feature
+        for feature, on in (
+            ("rate limits", any(g.rate_limit is not None for g in config.gateways.values())),
+            ("spend limits", any(g.spend_limits for g in config.gateways.values())),
+            ("the response cache", any(g.cache_ttl for g in config.gateways.values())),
+        )
+        if on
+    ]
+    if used:
+        log.warning(
+            "%s configured with --workers %d and no redis_url: each worker keeps its own counters and cache, "
+            "so a limit admits up to %dx its value; set redis_url to share them",
+            " and ".join(used).capitalize(), workers, workers,
+        )  # fmt: skip
+
+
 def run(config: Config, host: str, port: int, workers: int = 1) -> None:
     """Serve in this process, or in `workers` forked processes sharing the port through SO_REUSEPORT."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -246,6 +267,7 @@ def run(config: Config, host: str, port: int, workers: int = 1) -> None:
     if workers <= 1:
         _worker(config, host, port, 0)
         return
+    _warn_per_worker_state(config, workers)
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         reset_multiprocess_dir()  # workers then share one set of metric files; /metrics sums them
     ctx = multiprocessing.get_context("fork")
