@@ -392,7 +392,7 @@ def _short(frame: str) -> str:
 
 # Frames on the event-loop thread that only logging on runs (queueing and writing records), and those both
 # modes run (the record is built for the metrics whether or not it is stored).
-LOGGING_ONLY = ("LogWriter.", "_driver_row", "encode_record", "asyncpg/", "aiosqlite/", "sqlalchemy/")
+LOGGING_ONLY = ("LogWriter.", "store/logrows.py", "encode_record", "asyncpg/", "aiosqlite/", "sqlalchemy/")
 BOTH_MODES = ("Exchange.log_record", "Metrics.observe")
 
 

@@ -224,6 +224,21 @@ async def test_replay_after_a_crash_skips_stored_ids(aengine: AsyncEngine, spool
     assert writer.rejected_path.read_bytes() == b'{"id": "torn li\n'
 
 
+async def test_fresh_records_with_stored_ids_keep_the_stored_rows(
+    aengine: AsyncEngine, spool: Path, make_record: Factory
+) -> None:
+    first = [make_record(i) for i in range(10)]
+    again = [make_record(i, cost=99.0) for i in range(5, 15)]  # 5..9 already stored
+    for batch in (first, again):
+        writer = LogWriter(aengine, spool, flush_interval=0.01)
+        await writer.start()
+        for r in batch:
+            writer.submit(r)
+        await writer.close()
+    assert await stored(aengine) == by_id(first + again[5:])
+    assert (writer.counters["written"], writer.counters["rejected"], writer.counters["spooled"]) == (10, 0, 0)
+
+
 async def test_a_refused_record_is_set_aside(aengine: AsyncEngine, spool: Path, make_record: Factory) -> None:
     good = [make_record(i) for i in range(10)]
     bad = make_record(99, gateway=None)  # violates NOT NULL

@@ -11,12 +11,13 @@ import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import inspect, select, text
+from sqlalchemy import event, inspect, select, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from switchpoint.store import db, logwriter
-from switchpoint.store.logwriter import LogWriter
-from switchpoint.store.tables import logs, metadata, state_version
+from switchpoint.store import db
+from switchpoint.store.logwriter import LogWriter, encode_record
+from switchpoint.store.tables import POSTGRESQL_ONLY_INDEXES, logs, metadata, state_version
 from tests.store.conftest import record
 from tests.support.postgres import free_port, pg_database, pg_url
 
@@ -80,11 +81,22 @@ def test_migrate_again_is_a_no_op_and_concurrent_upgrades_serialize(pg: db.Store
     assert errors == []
 
 
+def statements_into_logs(engine: AsyncEngine) -> list[str]:
+    """Every INSERT into logs that goes through SQLAlchemy's cursor from now on (COPY does not)."""
+    seen: list[str] = []
+
+    @event.listens_for(engine.sync_engine, "before_cursor_execute")
+    def _seen(_conn: Any, _cur: Any, statement: str, *_rest: Any) -> None:
+        if statement.startswith("INSERT INTO logs"):
+            seen.append(statement)
+
+    return seen
+
+
 async def test_writer_round_trips_every_column_through_asyncpg(pg: db.StoreUrls, tmp_path: Path) -> None:
     engine = db.async_engine(pg)
     try:
-        assert engine.dialect.paramstyle == "numeric_dollar"
-        assert logwriter._driver_insert("numeric_dollar") is not None  # the fast path, not Core
+        inserts = statements_into_logs(engine)
         records = [record(i) for i in range(300)] + [record(300, metadata=None, request_body=None, cost=None)]
         writer = LogWriter(engine, tmp_path / "spool.ndjson", batch_size=64, flush_interval=0.01)
         await writer.start()
@@ -98,10 +110,61 @@ async def test_writer_round_trips_every_column_through_asyncpg(pg: db.StoreUrls,
     finally:
         await engine.dispose()
     assert writer.counters["written"] == len(records) and writer.counters["spooled"] == 0
+    assert inserts == []  # every batch went by COPY, which bypasses SQLAlchemy's cursor
     for r in records:
         row = stored[r["id"]]
         assert {k: row[k] for k in r} == r
         assert (row["feedback"], row["score"]) == (None, None)
+
+
+async def stored_rows(engine: AsyncEngine) -> dict[str, dict[str, Any]]:
+    async with engine.begin() as conn:
+        rows = {r.id: dict(r._mapping) for r in await conn.execute(select(logs))}
+        await conn.execute(text("DELETE FROM logs"))
+    return rows
+
+
+async def test_copy_failures_fall_back_to_an_insert_that_skips_stored_ids(pg: db.StoreUrls, tmp_path: Path) -> None:
+    """COPY cannot skip stored ids or set a refused row aside: the batch goes again by INSERT ON CONFLICT."""
+    engine = db.async_engine(pg)
+    try:
+        first = [record(i) for i in range(10)]
+        again = [record(i, cost=99.0) for i in range(5, 15)] + [record(99, gateway=None)]  # NOT NULL
+        writers = []
+        for batch in (first, again):
+            writer = LogWriter(engine, tmp_path / "spool.ndjson", flush_interval=0.01)
+            await writer.start()
+            for r in batch:
+                writer.submit(r)
+            await writer.close()
+            writers.append(writer)
+        rows = await stored_rows(engine)
+    finally:
+        await engine.dispose()
+    kept = first + again[5:-1]  # the stored rows stay as they were; the refused one is set aside
+    assert {k: row["cost"] for k, row in rows.items()} == {r["id"]: r["cost"] for r in kept}
+    counts = writers[1].counters
+    assert (counts["written"], counts["rejected"], counts["spooled"]) == (10, 1, 0)
+
+
+async def test_replay_skips_ids_already_stored(pg: db.StoreUrls, tmp_path: Path) -> None:
+    """A spool replayed after a doubt (the batch may have committed) stores each record exactly once."""
+    spool = tmp_path / "replay" / "spool.ndjson"
+    spool.parent.mkdir()
+    records = [record(i) for i in range(20)]
+    engine = db.async_engine(pg)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(logs.insert(), records[:10])
+        spool.with_name(spool.name + ".draining").write_bytes(b"".join(map(encode_record, records)))
+        writer = LogWriter(engine, spool, batch_size=6)
+        await writer.start()
+        await writer.close()
+        rows = await stored_rows(engine)
+    finally:
+        await engine.dispose()
+    assert sorted(rows) == sorted(r["id"] for r in records)
+    assert (writer.counters["written"], writer.counters["rejected"]) == (20, 0)
 
 
 async def test_writer_spools_while_postgres_refuses_connections(pg: db.StoreUrls, tmp_path: Path) -> None:
@@ -182,4 +245,5 @@ def test_0003_downgrades_and_upgrades_again(backend: str, pg: db.StoreUrls, tmp_
             diff = compare_metadata(MigrationContext.configure(conn), metadata)
     finally:
         engine.dispose()
-    assert [d[1].name for d in diff] == ([] if backend == "sqlite" else ["ix_logs_metadata"])
+    expected = sorted(POSTGRESQL_ONLY_INDEXES) if backend == "sqlite" else ["ix_logs_metadata"]
+    assert sorted(d[1].name for d in diff) == expected

@@ -13,14 +13,13 @@ import os
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
-import orjson
-from sqlalchemy import insert, select
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from switchpoint.store.db import is_db_down
+from switchpoint.store.logrows import insert_records
 from switchpoint.store.spool import (
     Record,
     decode_record,
@@ -30,8 +29,6 @@ from switchpoint.store.spool import (
     read_chunk,
     write_all,
 )
-from switchpoint.store.spool import row as table_row
-from switchpoint.store.tables import LOG_COLUMNS, logs
 
 __all__ = ["Capacity", "LogWriter", "Record", "decode_record", "encode_record"]
 
@@ -47,37 +44,6 @@ class Capacity(Protocol):
     def admit(self, count: int) -> int: ...
 
     def wrote(self, count: int) -> None: ...
-
-
-_MARKS = {"qmark": "?", "format": "%s"}
-_NUMBERED = {"numeric_dollar": "${}", "numeric": ":{}"}  # asyncpg is numeric_dollar: $1, $2, ...
-_METADATA_INDEX = LOG_COLUMNS.index("metadata")
-_CUSTOM_COST_INDEX = LOG_COLUMNS.index("custom_cost")
-
-
-def _driver_insert(paramstyle: str) -> str | None:
-    """A plain INSERT in the driver's own parameter style, or None to go through SQLAlchemy's.
-
-    Binding tuples straight to the driver skips SQLAlchemy's per-row parameter processing, which was the
-    largest cost of logging at thousands of calls per second.
-    """
-    if paramstyle in _MARKS:
-        marks = [_MARKS[paramstyle]] * len(LOG_COLUMNS)
-    elif paramstyle in _NUMBERED:
-        marks = [_NUMBERED[paramstyle].format(i) for i in range(1, len(LOG_COLUMNS) + 1)]
-    else:
-        return None
-    return f"INSERT INTO logs ({', '.join(LOG_COLUMNS)}) VALUES ({', '.join(marks)})"
-
-
-def _driver_row(record: Record) -> tuple[Any, ...]:
-    row = [record.get(name) for name in LOG_COLUMNS]
-    metadata = row[_METADATA_INDEX]
-    if metadata is not None:
-        row[_METADATA_INDEX] = orjson.dumps(metadata).decode()
-    if row[_CUSTOM_COST_INDEX] is None:
-        row[_CUSTOM_COST_INDEX] = False
-    return tuple(row)
 
 
 class LogWriter:
@@ -260,22 +226,10 @@ class LogWriter:
             _log.error("log store is full (retention stop_inserting): dropped %d record(s), %d in all", count, total)
 
     async def _insert(self, rows: list[Record], *, dedupe: bool) -> int:
-        """One transaction, one executemany; `dedupe` skips ids already stored (a replay after a doubt)."""
+        """One transaction, one statement (per backend limit); `dedupe`: a replay, whose ids may be stored."""
         async with self._engine.begin() as conn:
-            fresh = await self._unstored(conn, rows) if dedupe else rows
-            if fresh:
-                sql = _driver_insert(conn.dialect.paramstyle)
-                if sql is None:
-                    await conn.execute(insert(logs), [table_row(r) for r in fresh])
-                else:
-                    await conn.exec_driver_sql(sql, [_driver_row(r) for r in fresh])
+            await insert_records(conn, rows, replay=dedupe)
         return len(rows)
-
-    @staticmethod
-    async def _unstored(conn: AsyncConnection, rows: list[Record]) -> list[Record]:
-        ids = [r["id"] for r in rows]
-        stored = set((await conn.scalars(select(logs.c.id).where(logs.c.id.in_(ids)))).all())
-        return [r for r in rows if r["id"] not in stored]
 
     def _mark_down(self, exc: BaseException) -> None:
         if not self._db_down:

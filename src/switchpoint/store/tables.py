@@ -103,9 +103,10 @@ logs = Table(
     Index("ix_logs_event_id", "event_id"),
     # `logs tail` without --gateway orders by time; without this it sorts the whole table.
     Index("ix_logs_created_at", "created_at"),
-    # 0003: the logs API's common filters stay index range scans at 10 million rows.
-    Index("ix_logs_gateway_model_created_at", "gateway", "model", "created_at"),
-    Index("ix_logs_gateway_provider_created_at", "gateway", "provider", "created_at"),
+    # 0003: the logs API's common filters stay index range scans at 10 million rows (PostgreSQL only since
+    # 0005: on SQLite each index costs every logged call a B-tree insert on the worker's core).
+    Index("ix_logs_gateway_model_created_at", "gateway", "model", "created_at").ddl_if(dialect="postgresql"),
+    Index("ix_logs_gateway_provider_created_at", "gateway", "provider", "created_at").ddl_if(dialect="postgresql"),
     Index(
         "ix_logs_gateway_failed_created_at",
         "gateway",
@@ -116,6 +117,9 @@ logs = Table(
     # PostgreSQL also has ix_logs_metadata (GIN, jsonb_path_ops) for metadata filters, made by 0003 alone:
     # Alembic's comparison ignores `ddl_if`, so a PostgreSQL-only index cannot be declared here.
 )
+
+# Declared above for PostgreSQL alone; Alembic's comparison ignores `ddl_if`, so on SQLite it reports them.
+POSTGRESQL_ONLY_INDEXES = ("ix_logs_gateway_model_created_at", "ix_logs_gateway_provider_created_at")
 
 # Plain `str` names (SQLAlchemy's are a str subclass, which orjson refuses as dict keys).
 LOG_COLUMNS: tuple[str, ...] = tuple(str(c.name) for c in logs.columns)

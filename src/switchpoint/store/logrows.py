@@ -1,0 +1,82 @@
+"""How a batch of log records reaches the driver: the cheapest statement each backend offers for it.
+
+SQLite takes one multi-row INSERT per batch (one statement step, so the writer thread releases and retakes
+the GIL once per batch instead of once per row); PostgreSQL takes a binary COPY. Both skip ids already
+stored (`ON CONFLICT (id) DO NOTHING`; COPY falls back to that INSERT when it fails), so a batch replayed
+after a doubt (cancelled mid-commit, spooled, replayed) is never duplicated and never fails for it.
+"""
+
+from __future__ import annotations
+
+import functools
+import sqlite3
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from switchpoint.store.spool import Record, row
+from switchpoint.store.tables import LOG_COLUMNS, logs
+
+_WIDTH = len(LOG_COLUMNS)
+_METADATA = LOG_COLUMNS.index("metadata")
+_CUSTOM_COST = LOG_COLUMNS.index("custom_cost")
+# SQLite binds at most 32766 parameters in one statement (999 before 3.32).
+_SQLITE_MAX_ROWS = (32766 if sqlite3.sqlite_version_info >= (3, 32, 0) else 999) // _WIDTH
+_NAMES = ", ".join(LOG_COLUMNS)
+_SKIP_STORED = " ON CONFLICT (id) DO NOTHING"
+_PG_INSERT = f"INSERT INTO logs ({_NAMES}) VALUES ({', '.join(f'${i}' for i in range(1, _WIDTH + 1))}){_SKIP_STORED}"
+
+
+def driver_row(record: Record) -> list[Any]:
+    """The record's values in LOG_COLUMNS order, as the drivers take them (metadata as JSON text)."""
+    row = list(map(record.get, LOG_COLUMNS))
+    metadata = row[_METADATA]
+    if metadata is not None:
+        row[_METADATA] = orjson.dumps(metadata).decode()
+    if row[_CUSTOM_COST] is None:
+        row[_CUSTOM_COST] = False
+    return row
+
+
+@functools.lru_cache(maxsize=32)
+def _sqlite_insert(count: int) -> str:
+    one = "(" + ", ".join("?" * _WIDTH) + ")"
+    return f"INSERT INTO logs ({_NAMES}) VALUES {', '.join([one] * count)}{_SKIP_STORED}"
+
+
+async def _sqlite(conn: AsyncConnection, records: Sequence[Record]) -> None:
+    for start in range(0, len(records), _SQLITE_MAX_ROWS):
+        chunk = records[start : start + _SQLITE_MAX_ROWS]
+        params: list[Any] = []
+        for record in chunk:
+            params += driver_row(record)
+        await conn.exec_driver_sql(_sqlite_insert(len(chunk)), tuple(params))
+
+
+async def _postgresql(conn: AsyncConnection, records: Sequence[Record], copy: bool) -> None:
+    rows = [tuple(driver_row(r)) for r in records]
+    if copy:
+        driver = (await conn.get_raw_connection()).driver_connection
+        try:
+            copy_rows = driver.copy_records_to_table  # type: ignore[union-attr]
+            await copy_rows("logs", records=rows, columns=LOG_COLUMNS)
+            return
+        except Exception:  # COPY is one statement outside a transaction: it stored none of them.
+            pass  # The INSERT below either stores them or says why, as a SQLAlchemy error _store classifies.
+    await conn.exec_driver_sql(_PG_INSERT, rows)
+
+
+async def insert_records(conn: AsyncConnection, records: Sequence[Record], *, replay: bool) -> None:
+    """Store `records`, skipping ids already stored; `replay` (a spooled batch) skips PostgreSQL's COPY,
+    which cannot skip them and would fail first."""
+    dialect = conn.dialect.name
+    if dialect == "sqlite":
+        await _sqlite(conn, records)
+    elif dialect == "postgresql" and conn.dialect.driver == "asyncpg":
+        await _postgresql(conn, records, copy=not replay)
+    else:  # PostgreSQL through another driver: the same statement, through SQLAlchemy
+        stmt = pg_insert(logs).on_conflict_do_nothing(index_elements=["id"])
+        await conn.execute(stmt, [row(r) for r in records])
