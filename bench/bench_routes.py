@@ -13,6 +13,8 @@ import time
 from collections.abc import Coroutine
 from typing import Any
 
+from _harness import ROUTE
+
 from switchpoint.config import Config
 from switchpoint.providers.registry import build_registry
 from switchpoint.routing.attempts import RetryPolicy
@@ -20,38 +22,6 @@ from switchpoint.routing.compile import ModelStep, compile_route
 from switchpoint.routing.conditions import RouteRequest
 from switchpoint.routing.evaluate import run_route
 from switchpoint.routing.limits_memory import MemoryLimiter
-
-
-def _out(**targets: str) -> dict[str, Any]:
-    return {name: {"elementId": target} for name, target in targets.items()}
-
-
-def _model(element_id: str, model: str, fallback: str) -> dict[str, Any]:
-    return {"id": element_id, "type": "model", "outputs": _out(success="end", fallback=fallback),
-            "properties": {"provider": "openai", "model": model, "timeout": 30000, "retries": 1}}  # fmt: skip
-
-
-ROUTE = {
-    "elements": [
-        {"id": "start", "type": "start", "outputs": _out(next="is_paid")},
-        {"id": "is_paid", "type": "conditional", "properties": {"conditions": {"metadata.plan": {"$eq": "paid"}}},
-         "outputs": _out(true="is_eu", false="is_eu")},
-        {"id": "is_eu", "type": "conditional",
-         "properties": {"conditions": {"$or": [{"headers.x-region": {"$in": ["eu", "uk"]}},
-                                               {"metadata.team": {"$regex": "^eu-"}}]}},
-         "outputs": _out(true="is_big", false="is_big")},
-        {"id": "is_big", "type": "conditional", "properties": {"conditions": {"body.max_tokens": {"$gt": 4000}}},
-         "outputs": _out(true="m_large", false="split")},
-        {"id": "split", "type": "percentage", "properties": {"sticky": "metadata.user_id"},
-         "outputs": _out(**{"70%": "quota", "else": "m_small"})},
-        {"id": "quota", "type": "rate", "outputs": _out(success="m_large", fallback="m_small"),
-         "properties": {"key": "metadata.user_id", "limit": 10**12, "limitType": "count", "window": 3600}},
-        _model("m_large", "gpt-4.1", "m_small"),
-        _model("m_small", "gpt-4o-mini", "m_last"),
-        _model("m_last", "gpt-4.1-nano", "end"),
-        {"id": "end", "type": "end", "outputs": {}},
-    ]
-}  # fmt: skip
 
 
 class _Answer:

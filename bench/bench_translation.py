@@ -22,7 +22,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -32,16 +31,16 @@ import urllib.error
 import urllib.request
 from typing import Any
 
+import _harness
+from _harness import LOAD_CPU, MESSAGES, free_port, start, stop, wait_ready, wrk
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SWITCHPOINT = os.environ.get("SWITCHPOINT") or os.path.join(REPO, ".venv", "bin", "switchpoint")
 PY_SPY = os.environ.get("PY_SPY") or os.path.join(REPO, ".venv", "bin", "py-spy")
 
 ROUTES = {"untranslated": "openai/gpt-4o-mini", "translated": "anthropic/claude-sonnet-4-6"}
 BODY = {
-    "messages": [
-        {"role": "system", "content": "You are a helpful assistant."},
-        {"role": "user", "content": "Say hello in one short sentence, please."},
-    ],
+    "messages": MESSAGES,
     "temperature": 0.2,
     "max_tokens": 256,
 }
@@ -75,55 +74,8 @@ ANTHROPIC_REPLY = {
               "cache_read_input_tokens": 0},
 }  # fmt: skip
 
-PROCS: list[subprocess.Popen[bytes]] = []
-
 
 # ---------------------------------------------------------------- processes
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start(cmd: list[str], cpu: int, log: str | None = None, cwd: str | None = None) -> subprocess.Popen[bytes]:
-    with open(log or os.devnull, "w") as err:  # the child keeps its own descriptor
-        p = subprocess.Popen(["taskset", "-c", str(cpu), *cmd], stdout=subprocess.DEVNULL, stderr=err, cwd=cwd)
-    PROCS.append(p)
-    return p
-
-
-def stop(p: subprocess.Popen[bytes]) -> None:
-    if p.poll() is None:
-        p.send_signal(signal.SIGTERM)
-        try:
-            p.wait(8)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
-    if p in PROCS:
-        PROCS.remove(p)
-
-
-def stop_all() -> None:
-    for p in list(reversed(PROCS)):
-        stop(p)
-
-
-def wait_ready(url: str, seconds: float = 60) -> bool:
-    end = time.time() + seconds
-    while time.time() < end:
-        try:
-            urllib.request.urlopen(url, timeout=1)
-            return True
-        except urllib.error.HTTPError as e:
-            if e.code < 500:
-                return True
-            time.sleep(0.2)
-        except Exception:
-            time.sleep(0.2)
-    return False
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -138,20 +90,8 @@ def peak_rss_mb(pid: int) -> float:
 
 
 def nginx_upstream(tmp: str, port: int) -> subprocess.Popen[bytes]:
-    def literal(obj: object) -> str:
-        return json.dumps(obj).replace("\\", "\\\\").replace("'", "\\'")
-
-    conf = os.path.join(tmp, "upstream.conf")
-    with open(conf, "w") as f:
-        f.write(f"""worker_processes 1; daemon off; pid {tmp}/up.pid; error_log {tmp}/up.err;
-events {{ worker_connections 8192; }}
-http {{ access_log off; keepalive_requests 1000000;
-  server {{ listen 127.0.0.1:{port} backlog=4096; default_type application/json;
-    location = /v1/chat/completions {{ return 200 '{literal(OPENAI_REPLY)}'; }}
-    location = /v1/messages {{ return 200 '{literal(ANTHROPIC_REPLY)}'; }}
-    location / {{ return 404 '{{"error":"not found"}}'; }} }} }}
-""")
-    return start(["nginx", "-c", conf, "-p", tmp], cpu=1)
+    answers = {"= /v1/chat/completions": OPENAI_REPLY, "= /v1/messages": ANTHROPIC_REPLY}
+    return _harness.nginx_upstream(tmp, port, answers, keepalive_requests=1000000)
 
 
 def _sse(obj: dict[str, Any], event: str | None = None) -> bytes:
@@ -245,12 +185,9 @@ def gateway(tmp: str, name: str, up: str, port: int, auth: bool) -> tuple[subpro
         json.dump(config, f)
     headers = {"Authorization": "Bearer sk-bench", "x-api-key": "sk-bench"}
     if auth:
-        made = subprocess.run([SWITCHPOINT, "tokens", "create", "--gateway", "default", "--config", conf],
-                              capture_output=True, text=True, cwd=data, check=True)  # fmt: skip
-        headers["cf-aig-authorization"] = f"Bearer {made.stdout.strip().splitlines()[-1].strip()}"
+        headers["cf-aig-authorization"] = f"Bearer {_harness.create_token(SWITCHPOINT, conf, 'default', cwd=data)}"
     log = os.path.join(data, "switchpoint.log")
-    cmd = [SWITCHPOINT, "serve", "--config", conf, "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
-    p = start(cmd, cpu=0, log=log, cwd=data)
+    p = _harness.serve(SWITCHPOINT, conf, port, log=log, cwd=data)
     if not wait_ready(f"http://127.0.0.1:{port}/health"):
         raise RuntimeError(f"switchpoint did not become healthy; see {log}")
     return p, headers
@@ -270,27 +207,6 @@ def check(url: str, headers: dict[str, str], model: str) -> None:
 
 
 # ---------------------------------------------------------------- load (CPU 1)
-
-
-def wrk(url: str, headers: dict[str, str], body: dict[str, Any], conc: int, seconds: float, tmp: str) -> dict[str, Any]:
-    lua = os.path.join(tmp, "post.lua")
-    lines = ['wrk.method = "POST"', f"wrk.body = {json.dumps(json.dumps(body))}",
-             'wrk.headers["Content-Type"] = "application/json"']  # fmt: skip
-    lines += [f'wrk.headers["{k}"] = {json.dumps(v)}' for k, v in headers.items()]
-    with open(lua, "w") as f:
-        f.write("\n".join(lines) + "\n")
-    cmd = ["taskset", "-c", "1", "wrk", "-t1", f"-c{conc}", f"-d{seconds}s", "--latency", "-s", lua, url]
-    out = subprocess.run(cmd, capture_output=True, text=True).stdout
-
-    def lat(tag: str) -> float | None:
-        m = re.search(rf"^\s*{tag}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
-        return float(m.group(1)) * {"us": 1, "ms": 1e3, "s": 1e6}[m.group(2)] if m else None
-
-    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
-    errs = re.search(r"Socket errors:.*", out)
-    return {"rps": float(rps.group(1)) if rps else 0.0, "p50_us": lat("50"), "p99_us": lat("99"),
-            "non2xx": int(bad.group(1)) if bad else 0, "socket_errors": errs.group(0) if errs else ""}  # fmt: skip
 
 
 async def streams(url: str, headers: dict[str, str], body: dict[str, Any], n: int, ramp_s: float) -> dict[str, Any]:
@@ -335,15 +251,9 @@ async def streams(url: str, headers: dict[str, str], body: dict[str, Any], n: in
 
 def profile(pid: int, out: str, seconds: int, run: Any) -> None:
     """py-spy the gateway (raw folded stacks, idle frames dropped) while `run()` loads it."""
-    cmd = [PY_SPY, "record", "-p", str(pid), "-d", str(seconds), "-r", "250", "-f", "raw", "-o", out, "--nonblocking"]
-    spy = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    PROCS.append(spy)
-    time.sleep(1)
-    run()
-    spy.wait(seconds + 30)
-    PROCS.remove(spy)
-    if spy.returncode:
-        print(f"py-spy failed: {spy.stderr.read().decode()[-500:] if spy.stderr else ''}", file=sys.stderr)
+    err = _harness.py_spy(pid, out, seconds, run, args=("-r", "250", "--nonblocking"), lead=1, exe=PY_SPY)
+    if err is not None:
+        print(f"py-spy failed: {err}", file=sys.stderr)
 
 
 def profile_summary(prefix: str, top: int = 12) -> None:
@@ -355,12 +265,11 @@ def profile_summary(prefix: str, top: int = 12) -> None:
             return
         own: dict[str, int] = {}
         total = formats = 0
-        for line in open(path):
-            stack, _, n = line.rstrip("\n").rpartition(" ")
-            leaf = re.sub(r":\d+\)$", ")", stack.split(";")[-1])  # per function, not per line
-            total += int(n)
-            own[leaf] = own.get(leaf, 0) + int(n)
-            formats += int(n) if "switchpoint/formats/" in stack else 0
+        for frames, n in _harness.folded_stacks(path):
+            leaf = re.sub(r":\d+\)$", ")", frames[-1])  # per function, not per line
+            total += n
+            own[leaf] = own.get(leaf, 0) + n
+            formats += n if any("switchpoint/formats/" in frame for frame in frames) else 0
         shares[route] = {k: 100 * v / max(total, 1) for k, v in own.items()}
         print(f"\n# py-spy {route}: {total} samples, {100 * formats / max(total, 1):.1f}% inside switchpoint/formats "
               f"({path})")  # fmt: skip
@@ -379,7 +288,7 @@ def measure_http(tmp: str, up: str, a: argparse.Namespace, auth: bool) -> dict[s
     """Rounds of (c64 both routes, c1 both routes), interleaved; the median of each figure is kept."""
     port = free_port()
     proc, headers = gateway(tmp, "auth" if auth else "open", up, port, auth)
-    url = f"http://127.0.0.1:{port}/v1/bench/default/compat/chat/completions"
+    url = _harness.compat_url(port)
     dur, warm = (3, 1) if a.quick else (10, 2)
     rounds: dict[str, list[dict[str, Any]]] = {route: [] for route in ROUTES}
     try:
@@ -416,12 +325,12 @@ def measure_streams(tmp: str, a: argparse.Namespace) -> dict[str, Any]:
     sport = free_port()
     cmd = [sys.executable, os.path.abspath(__file__), "--serve-sse", str(sport), "--chunks", str(a.chunks),
            "--gap-ms", str(a.gap_ms)]  # fmt: skip
-    start(cmd, cpu=1, log=os.path.join(tmp, "sse.log"))
+    start(cmd, cpu=LOAD_CPU, log=os.path.join(tmp, "sse.log"))
     if not wait_ready(f"http://127.0.0.1:{sport}/health", 10):
         raise RuntimeError("the SSE upstream did not start")
     port = free_port()
     proc, headers = gateway(tmp, "streams", f"http://127.0.0.1:{sport}/v1", port, False)
-    url = f"http://127.0.0.1:{port}/v1/bench/default/compat/chat/completions"
+    url = _harness.compat_url(port)
     runs: dict[str, list[dict[str, Any]]] = {route: [] for route in ROUTES}
     affinity = os.sched_getaffinity(0)
     os.sched_setaffinity(0, {1})  # the stream client shares CPU 1 with the fakes, as wrk does
@@ -503,9 +412,7 @@ def main() -> None:
     ap.add_argument("--json", help="write all figures here")
     a = ap.parse_args()
     a.rounds = a.rounds or (1 if a.quick else 3)
-    for tool in ("wrk", "nginx", "taskset"):
-        if not shutil.which(tool):
-            sys.exit(f"bench needs {tool} on PATH")
+    _harness.require_tools("wrk", "nginx", "taskset", hint=" on PATH")
     if not os.path.exists(SWITCHPOINT):
         sys.exit(f"no switchpoint at {SWITCHPOINT} (set SWITCHPOINT=...)")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwind through the finally below
@@ -528,7 +435,7 @@ def main() -> None:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
     finally:
-        stop_all()
+        _harness.stop_all()
         if not os.environ.get("BENCH_KEEP"):
             shutil.rmtree(tmp, ignore_errors=True)
     report(results)
