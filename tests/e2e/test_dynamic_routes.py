@@ -330,8 +330,15 @@ def test_budget_element_trips_once_the_real_cost_is_spent(stack: GatewayStack) -
         model("cheap", "groq", "llama-cheap-budget", "end", "end"),
         {"id": "end", "type": "end", "outputs": {}},
     ])  # fmt: skip
-    c = openai.OpenAI(base_url=stack.url("default", "compat"), api_key="sk-t", max_retries=0, default_headers={
-        "cf-aig-metadata": json.dumps({"user": "budget-user"}), "cf-aig-custom-cost": '{"total_cost": 0.01}'})
+    c = openai.OpenAI(
+        base_url=stack.url("default", "compat"),
+        api_key="sk-t",
+        max_retries=0,
+        default_headers={
+            "cf-aig-metadata": json.dumps({"user": "budget-user"}),
+            "cf-aig-custom-cost": '{"total_cost": 0.01}',
+        },
+    )
     models = []
     for _ in range(5):
         raw = c.chat.completions.with_raw_response.create(model="dynamic/budgeted", messages=USER)
