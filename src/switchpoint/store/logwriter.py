@@ -11,7 +11,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Iterable
+from collections import deque
 from pathlib import Path
 from typing import Protocol
 
@@ -68,14 +68,16 @@ class LogWriter:
         self._spool = Path(spool_path)
         self._draining = self._spool.with_name(self._spool.name + ".draining")
         self.rejected_path = self._spool.with_name(self._spool.name + ".rejected")
-        self._queue: asyncio.Queue[Record | None] = asyncio.Queue(maxsize=queue_size)
+        self._queue: deque[Record] = deque()  # bounded by `queue_size` in submit; cheaper than asyncio.Queue
+        self._queue_size = queue_size
+        self._waiter: asyncio.Future[None] | None = None  # the drain loop waiting for a first record
         self._batch_size = batch_size
         self._flush_interval = flush_interval
         self._counts = dict.fromkeys(("accepted", "written", "spooled", "dropped", "rejected"), 0)
         self._batch: list[Record] = []  # the batch being collected, spooled if cancelled mid-way
         self._drain_offset = 0
         self._spool_fd: int | None = None
-        self._db_down = self._idle = self._closing = self._closed = self._queue_drained = False
+        self._db_down = self._closing = self._closed = self._queue_drained = False
         self._spool_wake = asyncio.Event()
         self._close_wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -84,18 +86,22 @@ class LogWriter:
     def counters(self) -> dict[str, int]:
         """accepted = written + rejected + dropped + queue_depth + records still in the spool (at rest)."""
         spool_bytes = file_size(self._spool) + max(0, file_size(self._draining) - self._drain_offset)
-        return {**self._counts, "queue_depth": self._queue.qsize(), "spool_bytes": spool_bytes}
+        return {**self._counts, "queue_depth": len(self._queue), "spool_bytes": spool_bytes}
 
     def submit(self, record: Record) -> None:
         """Queue one record; never blocks or raises. The caller must not mutate it afterwards."""
         self._counts["accepted"] += 1
-        if not self._closing:
-            try:
-                self._queue.put_nowait(record)
-                return
-            except asyncio.QueueFull:
-                pass
+        if not self._closing and len(self._queue) < self._queue_size:
+            self._queue.append(record)
+            if self._waiter is not None:
+                self._wake_drain()
+            return
         self._spool_records([record])
+
+    def _wake_drain(self) -> None:
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     async def start(self) -> None:
         if not self._tasks:
@@ -108,9 +114,7 @@ class LogWriter:
         self._closing = True
         self._close_wake.set()
         self._spool_wake.set()
-        if self._idle:
-            with contextlib.suppress(asyncio.QueueFull):
-                self._queue.put_nowait(None)  # wakes the drain loop waiting for its first record
+        self._wake_drain()
         try:
             async with asyncio.timeout(timeout):
                 for task in self._tasks:
@@ -125,19 +129,16 @@ class LogWriter:
             task.cancel()
             await asyncio.wait([task])
         batch, self._batch = self._batch, []
-        self._spool_records(batch + [r for r in self._take_queue() if r is not None])
+        self._spool_records(batch + list(self._queue))
+        self._queue.clear()
         if self._spool_fd is not None:
             os.close(self._spool_fd)
             self._spool_fd = None
 
-    def _take_queue(self) -> Iterable[Record | None]:
-        while not self._queue.empty():
-            yield self._queue.get_nowait()
-
     # -- the queue side -------------------------------------------------------------------------------
 
     async def _drain_loop(self) -> None:
-        while not (self._closing and self._queue.empty()):
+        while not (self._closing and not self._queue):
             await self._collect()
             batch, self._batch = self._batch, []
             if batch:
@@ -148,25 +149,23 @@ class LogWriter:
     async def _collect(self) -> None:
         """Fill `self._batch`: wait for one record, then let up to `flush_interval` pass for company.
 
-        Sleeping once per batch instead of waiting per record keeps the writer's cost per record to a
-        `get_nowait`: a timed wait per record would cost a timer and a future for every call served.
+        Sleeping once per batch instead of waiting per record keeps the writer's cost per record to a deque
+        append and pop: a timed wait per record would cost a timer and a future for every call served.
         """
-        self._idle = True
-        try:
-            first = await self._queue.get()
-        finally:
-            self._idle = False
-        if first is None:
+        if not self._queue:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        if not self._queue:  # woken by close
             return
-        self._batch.append(first)
-        if self._queue.qsize() < self._batch_size - 1 and not self._closing:
+        if len(self._queue) < self._batch_size and not self._closing:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._flush_interval):
                     await self._close_wake.wait()
-        while len(self._batch) < self._batch_size and not self._queue.empty():
-            record = self._queue.get_nowait()
-            if record is not None:
-                self._batch.append(record)
+        pop = self._queue.popleft
+        self._batch.extend([pop() for _ in range(min(self._batch_size, len(self._queue)))])
 
     async def _persist(self, batch: list[Record]) -> None:
         rows = batch
