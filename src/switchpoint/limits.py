@@ -147,7 +147,8 @@ class Limits:
             return None
         if self._failing:
             self._available("rate_limit")
-        result = RateDecision.of(decision)
+        reset = math.ceil(decision.reset_s)  # RateDecision.of, inlined
+        result = RateDecision(int(decision.limit), int(decision.remaining + EPSILON), reset if reset > 1 else 1)
         if not decision.allowed:
             raise RateLimitExceeded(result)
         return result
@@ -189,13 +190,16 @@ class Limits:
         unreachable and budgets fail closed. An unpriced call (estimate 0) passes while a rule has money left."""
         if not gateway.spend_limits:
             return None
-        estimate = max(0.0, estimate)
+        if estimate < 0:
+            estimate = 0.0
         buckets = self._spend_buckets(gateway_id, gateway, provider, model, metadata)
         if not buckets:
             return Reservation(gateway_id, gateway, metadata, provider, model, estimate, (), 0.0)
-        charges = tuple(
-            [Charge(key, estimate, limit, window, technique) for _, key, limit, window, technique in buckets]
-        )
+        if len(buckets) == 1:  # the usual gateway: one rule
+            _, key, limit, window, technique = buckets[0]
+            charges: tuple[Charge, ...] = (Charge(key, estimate, limit, window, technique),)
+        else:
+            charges = tuple([Charge(key, estimate, limit, window, tech) for _, key, limit, window, tech in buckets])
         try:
             decisions = await self._counters.consume(charges)
         except StateUnavailable as exc:
@@ -204,10 +208,10 @@ class Limits:
             return Reservation(gateway_id, gateway, metadata, provider, model, estimate, (), 0.0)
         if self._failing:
             self._available("budget")
-        for bucket, decision in zip(buckets, decisions, strict=True):
+        for i, decision in enumerate(decisions):
             if not decision.allowed:
                 where = f"{provider} {model}" if model else provider
-                message = f"Spend limit exceeded: {_rule_text(bucket[0])} for {where}"
+                message = f"Spend limit exceeded: {_rule_text(buckets[i][0])} for {where}"
                 raise BudgetExceeded(message, retry_after=max(1, math.ceil(decision.reset_s)))
         return Reservation(gateway_id, gateway, metadata, provider, model, estimate, charges, decisions[0].at)
 

@@ -4,8 +4,8 @@
 -- ARGV[1]: 'consume' | 'peek' (consume's answer, taking nothing) | 'refund'. ARGV[2]: now in ms, or '' for the server clock (so machines agree).
 -- ARGV[4i-1 .. 4i+2]: amount, limit, window_ms, technique ('fixed' | 'sliding') of charge i; for 'refund' the
 -- limit's place holds when that amount was consumed (ms), so one call carries refunds of many calls.
--- consume: check every charge, then apply all or none; returns {now_ms, ok_1, remaining_1, reset_ms_1, ...}
--- (remaining as text: replies truncate floats). refund: give amounts back to the window they were consumed
+-- consume: check every charge, then apply all or none; returns 'now_ms ok_1 remaining_1 reset_ms_1 ...' as one
+-- string (one reply to parse, and floats kept: number replies truncate them). refund: give amounts back to the window they were consumed
 -- in while it counts, never below zero; a negative amount is charged now without a check; returns 0.
 local SLOTS = 60
 local EPSILON = 1e-9
@@ -100,18 +100,18 @@ local function consume(now, take)
     c.ok = fits(c.used, c.amount, c.limit)
     all_ok = all_ok and c.ok
   end
-  local out = {now}
+  local out = {string.format('%d', now)}
   for _, c in ipairs(list) do
     local after = c.used
     if all_ok then
       add(c.key, c.amount, c.window, c.technique, now)
       after = after + c.amount
     end
-    out[#out + 1] = c.ok and 1 or 0
+    out[#out + 1] = c.ok and '1' or '0'
     out[#out + 1] = string.format('%.17g', math.max(0, c.limit - after))
-    out[#out + 1] = reset_ms(c.slots, c.used, c.amount, c.limit, c.window, c.ok, now)
+    out[#out + 1] = string.format('%d', reset_ms(c.slots, c.used, c.amount, c.limit, c.window, c.ok, now))
   end
-  return out
+  return table.concat(out, ' ')
 end
 
 local function refund(now)

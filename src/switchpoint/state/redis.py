@@ -81,13 +81,19 @@ class RedisState:
     async def _decisions(self, charges: Sequence[Charge], op: str, now: float | None) -> list[Decision]:
         command = self._evalsha(tuple(charges), op, now)
         reply = await self._run(lambda: self._script(command))
-        if not isinstance(reply, list) or len(reply) != 1 + 3 * len(charges):
+        fields: list[bytes] = reply.split() if isinstance(reply, bytes) else []
+        if len(fields) != 1 + 3 * len(charges):
             raise StateUnavailable(f"redis: unexpected reply to the counters script: {reply!r}")
-        at = _number(reply[0]) / 1000
-        return [
-            Decision(reply[i] == 1, charge.limit, _number(reply[i + 1]), _number(reply[i + 2]) / 1000, at)
-            for charge, i in zip(charges, range(1, len(reply), 3), strict=True)
-        ]
+        try:
+            at = int(fields[0]) / 1000
+            if len(charges) == 1:  # the usual call: one rate limit, or one spend rule
+                return [Decision(fields[1] == b"1", charges[0].limit, float(fields[2]), int(fields[3]) / 1000, at)]
+            return [
+                Decision(fields[i] == b"1", charge.limit, float(fields[i + 1]), int(fields[i + 2]) / 1000, at)
+                for charge, i in zip(charges, range(1, len(fields), 3), strict=True)
+            ]
+        except ValueError:
+            raise StateUnavailable(f"redis: unexpected reply to the counters script: {reply!r}") from None
 
     async def refund(self, charges: Sequence[Charge], at: float, now: float | None = None) -> None:
         at_ms = int(at * 1000)
@@ -249,11 +255,3 @@ def _unsent(exc: StateUnavailable) -> bool:
     such proof (a script can fail halfway), and neither is a connection lost with the call on it."""
     cause = exc.__cause__
     return cause is None or (isinstance(cause, ConnectionLost) and cause.unsent)
-
-
-def _number(reply: Reply) -> float:
-    if isinstance(reply, int):
-        return float(reply)
-    if isinstance(reply, bytes):
-        return float(reply)
-    raise StateUnavailable(f"redis: expected a number, got {reply!r}")
