@@ -58,6 +58,7 @@ class RedisState:
         self._refund_urgent = False  # the armed timer is the no-delay one
         self._flushing: asyncio.Task[None] | None = None
         self._refunds_failing = False
+        self._closing = False
 
     @classmethod
     def from_url(
@@ -109,6 +110,8 @@ class RedisState:
 
     def _arm(self, urgent: bool) -> None:
         """Start the flush timer (again without delay for an extra charge); one flush runs at a time."""
+        if self._closing:
+            return  # `aclose` sends what is held
         if self._flushing is not None:
             self._refund_urgent = self._refund_urgent or urgent  # the running flush re-arms when it ends
             return
@@ -125,34 +128,40 @@ class RedisState:
         self._flushing = asyncio.ensure_future(self._flush_then_rearm())
 
     async def _flush_then_rearm(self) -> None:
+        """One batch per timer: refunds arriving while it travels wait for the next one, so they merge."""
         try:
-            await self.flush()
+            await self._send_batch()
         finally:
             self._flushing, urgent = None, self._refund_urgent
             self._refund_urgent = False
             if self._refunds and self._breaker.closed:
                 self._arm(urgent)
-            elif self._refunds:  # try again when the breaker next lets a probe through
+            elif self._refunds and not self._closing:  # try again when the breaker next lets a probe through
                 loop = asyncio.get_running_loop()
                 self._refund_timer = loop.call_later(self._retry_interval_s, self._start_flush)
 
     async def flush(self) -> None:
-        while self._refunds:
-            batch = self._refunds.take(_REFUND_BATCH)
-            command = self._refund_command(batch, None)
-            try:
-                await self._run(lambda: self._script(command))  # noqa: B023  (awaited here, in this iteration)
-            except StateUnavailable as exc:
-                if _unsent(exc):
-                    self._refunds.put_back(batch)
-                    self._refunds_lost(exc)
-                else:  # it may have run: sending it again could give the money back twice
-                    log.error("redis state: %d budget refunds may not have arrived (%s); not resent", len(batch), exc)
-                return
-            if self._refunds_failing:
-                self._refunds_failing = False
-                log.warning("redis state: held budget refunds delivered")
+        while self._refunds and await self._send_batch():
+            pass
         self._refunds_lost(None)
+
+    async def _send_batch(self) -> bool:
+        """Send up to `_REFUND_BATCH` held refunds; False when they did not go through."""
+        batch = self._refunds.take(_REFUND_BATCH)
+        command = self._refund_command(batch, None)
+        try:
+            await self._run(lambda: self._script(command))
+        except StateUnavailable as exc:
+            if _unsent(exc):
+                self._refunds.put_back(batch)
+                self._refunds_lost(exc)
+            else:  # it may have run: sending it again could give the money back twice
+                log.error("redis state: %d budget refunds may not have arrived (%s); not resent", len(batch), exc)
+            return False
+        if self._refunds_failing:
+            self._refunds_failing = False
+            log.warning("redis state: held budget refunds delivered")
+        return True
 
     def _refunds_lost(self, exc: StateUnavailable | None) -> None:
         """Log the first undelivered flush of an outage, and any refunds the bound made us drop."""
@@ -174,6 +183,7 @@ class RedisState:
 
     async def aclose(self) -> None:
         """Send the held refunds (one try each way), then close both connections."""
+        self._closing = True
         if self._refund_timer is not None:
             self._refund_timer.cancel()
             self._refund_timer = None
