@@ -10,17 +10,21 @@ import pytest
 
 from switchpoint.cache import (
     CUSTOM_KEY_TTL_S,
+    DECODED_MAX_BYTES,
     VARY_HEADERS,
     CachedAnswer,
     CacheDirective,
+    KeyMemo,
     Recorder,
     ResponseCache,
     cache_directive,
     cache_key,
     credential_identity,
 )
+from switchpoint.cache.policy import KEY_MEMO_BODY, KEY_MEMO_ENTRIES
 from switchpoint.config import GatewayConfig
 from switchpoint.errors import BadRequest
+from switchpoint.formats.usage import Usage
 from switchpoint.state import MemoryState, RedisState, StateUnavailable
 from tests.state.redis_support import OwnRedis, own_redis
 
@@ -242,6 +246,26 @@ def test_a_whole_body_round_trips() -> None:
     assert (back.status, back.body, back.stream, back.provider) == (201, b'{"ok":true}', False, None)
 
 
+def test_the_calls_usage_is_kept_with_the_entry() -> None:
+    usage = Usage(25, 14, cache_read_tokens=5, reasoning_tokens=3)
+    answer = CachedAnswer.capture(200, [], SSE_CHUNKS, stream=True, usage=usage)
+    back = CachedAnswer.from_bytes(answer.to_bytes())
+    assert back.usage == usage and back.usage is not None
+    assert (back.usage.cache_read_tokens, back.usage.cache_write_tokens, back.usage.reasoning_tokens) == (5, None, 3)
+    assert CachedAnswer.from_bytes(CachedAnswer(200, (), (b"{}",), False).to_bytes()).usage is None
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_an_entry_written_without_usage_has_it_read_from_its_body(stream: bool) -> None:
+    """Entries stored before usage was kept with them (in Redis, across an upgrade) still log tokens."""
+    usage = b'{"usage":{"prompt_tokens":7,"completion_tokens":2}}'
+    chunks = (b"data: " + usage + b"\n\n", b"data: [DONE]\n\n") if stream else (usage,)
+    meta = orjson.dumps({"status": 200, "headers": [], "stream": stream, "chunks": [len(c) for c in chunks],
+                         "provider": "openai", "model": "m"})  # fmt: skip
+    old = b"SPC1" + len(meta).to_bytes(4, "big") + meta + b"".join(chunks)
+    assert CachedAnswer.from_bytes(old).usage == Usage(7, 2)
+
+
 @pytest.mark.parametrize("data", [b"", b"junk", CachedAnswer(200, (), (b"abc",), False).to_bytes()[:-1]])
 def test_anything_else_is_not_a_cached_answer(data: bytes) -> None:
     with pytest.raises(ValueError):
@@ -273,6 +297,50 @@ async def test_only_successful_answers_within_the_cap_are_stored() -> None:
     for name, answer in (("e", ok(status=500)), ("r", ok(status=429)), ("big", ok(b"x" * 101))):
         assert not await cache.store(name, answer, 60)
         assert await cache.lookup(name) is None
+
+
+async def test_an_entry_is_decoded_once_while_its_bytes_stay_the_same() -> None:
+    cache = ResponseCache(MemoryState())
+    await cache.store("k", ok(), 60)
+    first = await cache.lookup("k")
+    assert first == ok() and await cache.lookup("k") is first
+    await cache.store("k", ok(b'{"answer":2}'), 60)
+    assert await cache.lookup("k") == ok(b'{"answer":2}')
+
+
+async def test_decoded_entries_from_another_store_are_compared_by_value(own_redis: OwnRedis) -> None:
+    state = RedisState.from_url(own_redis.url)
+    try:
+        cache = ResponseCache(state)
+        await cache.store("k", ok(), 60)
+        first = await cache.lookup("k")
+        assert await cache.lookup("k") is first  # equal bytes, a fresh object each read
+        await cache.store("k", ok(b'{"answer":2}'), 60)
+        assert await cache.lookup("k") == ok(b'{"answer":2}')
+    finally:
+        await state.aclose()
+
+
+async def test_decoded_entries_are_bounded() -> None:
+    cache = ResponseCache(MemoryState())
+    big = b"x" * (DECODED_MAX_BYTES // 64)
+    for i in range(40):
+        await cache.store(f"k{i}", ok(big), 60)
+        assert await cache.lookup(f"k{i}") == ok(big)
+    assert cache._decoded_bytes <= DECODED_MAX_BYTES
+    assert len(cache._decoded) < 40
+
+
+def test_the_key_memo_is_bounded_and_checks_the_snapshot() -> None:
+    memo, snapshot = KeyMemo(), object()
+    memo.put(("q",), snapshot, "k1", 10)
+    assert memo.get(("q",), snapshot) == "k1"
+    assert memo.get(("q",), object()) is None  # credentials changed since
+    memo.put(("big",), snapshot, "k2", KEY_MEMO_BODY + 1)
+    assert memo.get(("big",), snapshot) is None
+    for i in range(KEY_MEMO_ENTRIES):
+        memo.put((i,), snapshot, str(i), 1)
+    assert len(memo._entries) <= KEY_MEMO_ENTRIES and memo.get(("q",), snapshot) is None
 
 
 class Unreachable:

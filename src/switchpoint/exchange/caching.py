@@ -1,7 +1,8 @@
 """The response cache around a call: answer from a stored entry, or run the call and store its answer.
 
 Identical concurrent misses wait for the first one (`ResponseCache.flight`); the policy (what is
-cacheable, the key, the stored form) lives in `cache.py`.
+cacheable, the key, the stored form) lives in `cache`. A hit runs here and nowhere upstream of it: its key
+comes from a memo of the raw question when it was asked before, and its usage from the stored entry.
 """
 
 from __future__ import annotations
@@ -9,13 +10,12 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
-from multidict import CIMultiDict
+from multidict import CIMultiDict, CIMultiDictProxy
 
-from switchpoint.cache import CachedAnswer, cache_key, credential_identity
+from switchpoint.cache import VARY_HEADERS, CachedAnswer, cache_key, credential_identity
 from switchpoint.exchange.core import Exchange, Target
-from switchpoint.exchange.pipeline import upstream_headers
+from switchpoint.exchange.pipeline import KEY_SLOTS, upstream_headers
 from switchpoint.exchange.relay import gateway_headers
-from switchpoint.formats.usage import usage_from_body, usage_from_sse
 
 Run = Callable[[], Awaitable[web.StreamResponse]]
 
@@ -27,18 +27,13 @@ async def cached_call(
     directive = ex.cache_directive
     if directive is None:
         return await run()
-    runtime = ex.runtime
-    sent = upstream_headers(ex, request.headers, target)
-    credential = credential_identity(sent.get(target.provider.auth.header), ex.token_id)
-    key = cache_key(
-        ex.gateway_id, surface, target.provider.name, ex.method, target.path, query, ex.body,
-        request.headers, credential, directive.custom_key,
-    )  # fmt: skip
-    async with runtime.cache.flight(key, directive) as flight:
+    cache = ex.runtime.cache
+    key = call_key(ex, request.headers, target, surface, query)
+    async with cache.flight(key, directive) as flight:
         ex.cache_status = flight.status
         if flight.answer is not None:
             return await replay(ex, request, flight.answer)
-        ex.recorder = runtime.cache.recorder()
+        ex.recorder = cache.recorder()
         try:
             response = await run()
         except BaseException:
@@ -48,10 +43,48 @@ async def cached_call(
     return response
 
 
+def _values(headers: CIMultiDictProxy[str], names: tuple[str, ...]) -> tuple[tuple[str, ...], ...]:
+    return tuple(tuple(headers.getall(name, ())) for name in names)
+
+
+def question(
+    ex: Exchange, headers: CIMultiDictProxy[str], target: Target, surface: str, query: str
+) -> tuple[object, ...]:
+    """Every input of the key: those of `cache_key`, and those `upstream_headers` reads to decide the
+    provider credential (the client's key headers, a step's own headers, translation, the BYOK alias; the
+    stored keys come in through the snapshot `KeyMemo` checks)."""
+    provider = target.provider
+    directive = ex.cache_directive
+    return (
+        ex.gateway_id, surface, provider.name, ex.method, target.path, query, ex.body,
+        directive.custom_key if directive is not None else None, ex.token_id, ex.options.byok_alias,
+        target.translator is not None, tuple(target.headers.items()) if target.headers else None,
+        _values(headers, VARY_HEADERS), _values(headers, (provider.auth.header, *provider.key_headers, *KEY_SLOTS)),
+    )  # fmt: skip
+
+
+def call_key(ex: Exchange, headers: CIMultiDictProxy[str], target: Target, surface: str, query: str) -> str:
+    """The cache key of this call (`cache.cache_key`), from the memo when the same question came before."""
+    memo = ex.runtime.cache.keys
+    asked = question(ex, headers, target, surface, query)
+    snapshot = ex.runtime.snapshot
+    key = memo.get(asked, snapshot)
+    if key is None:
+        sent = upstream_headers(ex, headers, target)
+        credential = credential_identity(sent.get(target.provider.auth.header), ex.token_id)
+        custom = ex.cache_directive.custom_key if ex.cache_directive is not None else None
+        key = cache_key(
+            ex.gateway_id, surface, target.provider.name, ex.method, target.path, query, ex.body, headers,
+            credential, custom,
+        )  # fmt: skip
+        memo.put(asked, snapshot, key, len(ex.body))
+    return key
+
+
 def _cacheable(ex: Exchange) -> CachedAnswer | None:
     if ex.recorder is None or ex.error is not None or not 200 <= ex.status < 300:
         return None
-    return ex.recorder.answer(ex.status, ex.response_headers.items(), ex.stream, ex.provider, ex.model)
+    return ex.recorder.answer(ex.status, ex.response_headers.items(), ex.stream, ex.provider, ex.model, ex.usage)
 
 
 async def replay(ex: Exchange, request: web.Request, answer: CachedAnswer) -> web.StreamResponse:
@@ -61,8 +94,9 @@ async def replay(ex: Exchange, request: web.Request, answer: CachedAnswer) -> we
     ex.mark_first_byte()
     body = answer.body
     ex.response_body, ex.response_size = body, len(body)
-    ex.usage = usage_from_sse(body) if answer.stream else usage_from_body(body)
-    headers = _replay_headers(answer.headers, ex)
+    ex.usage = answer.usage
+    headers: CIMultiDict[str] = CIMultiDict(answer.headers)
+    gateway_headers(headers, ex)
     if not answer.stream:
         return web.Response(status=answer.status, body=body, headers=headers)
     response = web.StreamResponse(status=answer.status, headers=headers)
@@ -71,9 +105,3 @@ async def replay(ex: Exchange, request: web.Request, answer: CachedAnswer) -> we
         await response.write(chunk)
     await response.write_eof()
     return response
-
-
-def _replay_headers(stored: tuple[tuple[str, str], ...], ex: Exchange) -> CIMultiDict[str]:
-    headers: CIMultiDict[str] = CIMultiDict(stored)
-    gateway_headers(headers, ex)
-    return headers

@@ -132,8 +132,12 @@ class Exchange:
         """The row for the log store; bodies only when payload collection is on."""
         payload = self.options.collect_payload
         usage = self.usage or Usage()
-        priced = self.runtime.prices.cost(self.provider, self.model, self.usage, self.options.custom_cost)
-        cost = 0.0 if self.cached else priced.cost  # a cache hit spends nothing
+        if self.cached:  # a cache hit spends nothing: no price to look up
+            cost: float | None = 0.0
+            custom = self.options.custom_cost is not None
+        else:
+            priced = self.runtime.prices.cost(self.provider, self.model, self.usage, self.options.custom_cost)
+            cost, custom = priced.cost, priced.custom
         return {
             "id": self.log_id,
             "created_at": self.created_at,
@@ -153,7 +157,7 @@ class Exchange:
             "tokens_in": usage.tokens_in,
             "tokens_out": usage.tokens_out,
             "cost": cost,
-            "custom_cost": priced.custom,
+            "custom_cost": custom,
             "duration_ms": (time.perf_counter() - self.started) * 1000,
             "ttfb_ms": self.ttfb * 1000 if self.ttfb is not None else None,
             "event_id": self.event_id,

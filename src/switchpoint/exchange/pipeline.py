@@ -24,7 +24,7 @@ _DROP = frozenset(
     }
 )  # fmt: skip
 # Where clients put provider keys; a gateway token found here is gateway auth, not a provider key.
-_KEY_SLOTS = ("authorization", "x-api-key")
+KEY_SLOTS = ("authorization", "x-api-key")
 
 
 def authenticate(snapshot: auth.Snapshot, gateway_id: str, headers: Mapping[str, str]) -> str:
@@ -33,7 +33,7 @@ def authenticate(snapshot: auth.Snapshot, gateway_id: str, headers: Mapping[str,
     Runs before the call gets an Exchange: unauthenticated traffic must not be able to fill the log.
     """
     candidates = [headers.get("cf-aig-authorization")]
-    candidates += [headers.get(slot) for slot in _KEY_SLOTS]
+    candidates += [headers.get(slot) for slot in KEY_SLOTS]
     return auth.require_token(snapshot, gateway_id, *candidates)
 
 
@@ -41,7 +41,7 @@ def _forwardable(name: str, value: str) -> bool:
     lower = name.lower()
     if lower in _DROP or lower.startswith("cf-aig-"):
         return False
-    return not (lower in _KEY_SLOTS and auth.looks_like_token(value))
+    return not (lower in KEY_SLOTS and auth.looks_like_token(value))
 
 
 def upstream_headers(ex: Exchange, client: Mapping[str, str], target: Target) -> CIMultiDict[str]:
