@@ -14,7 +14,8 @@ from sqlalchemy import Engine, inspect, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from switchpoint.store import db
-from switchpoint.store.tables import POSTGRESQL_ONLY_INDEXES, metadata, state_version
+from switchpoint.store.logs import Condition, where
+from switchpoint.store.tables import POSTGRESQL_ONLY_INDEXES, logs, metadata, state_version
 
 
 def test_migrate_creates_every_table(engine: Engine, data_dir: Path) -> None:
@@ -33,6 +34,17 @@ def test_migration_matches_tables_py(engine: Engine) -> None:
     indexes = {ix["name"] for ix in inspect(engine).get_indexes("logs")}
     assert {"ix_logs_gateway_created_at", "ix_logs_event_id", "ix_logs_created_at"} <= indexes
     assert not indexes & set(POSTGRESQL_ONLY_INDEXES)
+
+
+def test_event_ids_are_found_through_the_partial_index_and_the_key(engine: Engine) -> None:
+    """SQLite indexes only the event ids a client chose; a lookup reaches the others by the primary key."""
+    with engine.connect() as conn:
+        stmt = select(logs.c.id).where(where(conn, None, [Condition("event_id", "eq", ("evt-1",))]))
+        sql = stmt.compile(conn, compile_kwargs={"literal_binds": True})
+        plan = " ".join(str(row[3]) for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}"))
+        partial = conn.scalar(text("SELECT sql FROM sqlite_master WHERE name = 'ix_logs_event_id'"))
+    assert "ix_logs_event_id" in plan and "sqlite_autoindex_logs_1" in plan
+    assert "WHERE event_id <> id" in partial
 
 
 def test_migrate_again_is_a_no_op(urls: db.StoreUrls, engine: Engine) -> None:

@@ -46,7 +46,7 @@ def sample(i: int) -> Rec:
         tokens_out=None if failed else i,
         duration_ms=100.0 + i,
         ttfb_ms=None if i % 2 else 10.0 + i,
-        event_id=f"evt-{i // 2}",
+        event_id=record(i)["id"] if i % 7 == 0 else f"evt-{i // 2}",  # the default event id is the log id
         metadata={"user": f"u{i % 3}", "n": i % 2, "vip": i % 5 == 0, "note": f"Hello {i}"} if i % 8 else None,
         request_body=b'{"model":"m"}' if i % 6 else None,
         response_body=bytes([0xFF, i]) if i == 5 else b"plain text",
@@ -127,6 +127,7 @@ FILTERS: list[tuple[list[tuple[str, str]], Callable[[Rec], bool]]] = [
     ([("start_date", "2025-06-15T15:06:45Z"), ("end_date", str(BASE + 8))],
      lambda r: BASE + 5 <= r["created_at"] <= BASE + 8),
     ([("event_id", "evt-3")], lambda r: r["event_id"] == "evt-3"),
+    ([("event_id", RECORDS[7]["id"]), ("event_id", "evt-4")], lambda r: r["event_id"] in (RECORDS[7]["id"], "evt-4")),
     ([("gateway", "prod")], lambda r: r["gateway"] == "prod"),
     ([("metadata.user", "u1")], lambda r: _m("user")(r) == "u1"),
     ([("metadata.n", "1")], lambda r: _m("n")(r) == 1),

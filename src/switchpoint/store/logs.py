@@ -135,11 +135,19 @@ def _metadata(conn: Connection, cond: Condition) -> ColumnElement[bool]:
     return eq if cond.op == "eq" else not_(func.coalesce(eq, false()))
 
 
+def _event_id(values: Sequence[Any]) -> ColumnElement[bool]:
+    """`event_id IN values` as SQLite's partial index (ids a client chose) and the primary key serve it."""
+    chosen = and_(c.event_id.in_(values), c.event_id != c.id)
+    return or_(chosen, and_(c.id.in_(values), c.event_id == c.id))
+
+
 def _condition(conn: Connection, cond: Condition) -> ColumnElement[bool]:
     if cond.field.startswith(METADATA_PREFIX):
         return _metadata(conn, cond)
     col, _kind = FIELDS[cond.field]
     values = cond.values
+    if cond.field == "event_id" and cond.op == "eq" and conn.dialect.name == "sqlite":
+        return _event_id(values)
     if cond.op == "eq":
         return col.in_(values) if len(values) > 1 else col == values[0]
     if cond.op == "neq":

@@ -100,7 +100,8 @@ logs = Table(
     Column("route_path", String, nullable=True),  # element ids walked, joined by ">"; 0004
     # On PostgreSQL (0003) it also carries what analytics reads, so analytics is an index-only scan.
     Index("ix_logs_gateway_created_at", "gateway", "created_at", postgresql_include=list(ANALYTICS_COLUMNS)),
-    Index("ix_logs_event_id", "event_id"),
+    # On SQLite (0005) only the event ids a client chose; the others equal `id` (see logs._event_id).
+    Index("ix_logs_event_id", "event_id", sqlite_where=text("event_id <> id")),
     # `logs tail` without --gateway orders by time; without this it sorts the whole table.
     Index("ix_logs_created_at", "created_at"),
     # 0003: the logs API's common filters stay index range scans at 10 million rows (PostgreSQL only since
