@@ -4,7 +4,9 @@ state call, and what happens when the state cannot be reached (`state.fail_open`
 Rate limits count requests per gateway, or per gateway token or metadata value (`rate_limit.key`); a call
 without that token or value shares one bucket (`-`), so leaving it out never escapes the limit. Spend
 limits reserve the expected cost before the call in every rule that applies and settle with the real
-cost after it. The same counters serve dynamic routes' rate and budget nodes through `RouteLimiter`.
+cost after it, without waiting (`refund_soon`: at once in memory, batched in Redis). The same counters
+serve dynamic routes' rate and budget nodes through `RouteLimiter`. Charges and buckets are built once per
+rule object and kept in bounded dicts: the check itself is then one state call.
 """
 
 from __future__ import annotations
@@ -240,8 +242,9 @@ class Limits:
                     buckets.append((rule, bucket, rule.limit, rule.window, rule.technique))
         if len(self._spend) >= _MAX_CACHED_CHARGES:
             self._spend.clear()
-        self._spend[cache_key] = (rules, tuple(buckets))
-        return tuple(buckets)
+        built = tuple(buckets)
+        self._spend[cache_key] = (rules, built)
+        return built
 
     def _metadata_keys(self, gateway_id: str, rules: list[SpendRule]) -> tuple[str, ...]:
         cached = self._meta_keys.get(gateway_id)
