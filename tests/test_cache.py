@@ -441,6 +441,32 @@ async def test_identical_concurrent_misses_make_one_upstream_call() -> None:
     assert not cache._flights
 
 
+class SlowStore(MemoryState):
+    """A store whose reads suspend, as Redis's do: misses overlap in their lookups."""
+
+    async def get(self, key: str) -> bytes | None:
+        await asyncio.sleep(0.01)
+        return await super().get(key)
+
+
+async def test_misses_whose_lookups_overlap_still_make_one_upstream_call() -> None:
+    cache = ResponseCache(SlowStore())
+    calls = 0
+
+    async def produce() -> CachedAnswer:
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(0.05)
+        return ok()
+
+    results = await asyncio.gather(*(serve(cache, "same", produce) for _ in range(10)))
+    assert calls == 1
+    assert sorted(status for status, _ in results) == ["HIT"] * 9 + ["MISS"]
+    assert not cache._flights
+    assert [await serve(cache, "same", produce) for _ in range(2)] == [("HIT", ok())] * 2
+    assert not cache._flights  # a hit registers nothing
+
+
 async def test_a_failed_first_call_releases_the_waiters_to_call_themselves() -> None:
     cache = ResponseCache(MemoryState())
     calls = 0

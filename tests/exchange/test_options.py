@@ -9,7 +9,13 @@ from multidict import CIMultiDict
 
 from switchpoint.config import GatewayConfig
 from switchpoint.errors import BadRequest
-from switchpoint.exchange.options import RequestOptions, parse_metadata, parse_options
+from switchpoint.exchange.options import (
+    OPTION_HEADERS,
+    RequestOptions,
+    default_options,
+    parse_metadata,
+    parse_options,
+)
 from switchpoint.routing.attempts import RetryPolicy
 
 DEFAULT = GatewayConfig()
@@ -239,3 +245,48 @@ def test_all_errors_name_their_header() -> None:
     cases.update({"cf-aig-collect-log-payload": "x", "cf-aig-metadata": "x", "cf-aig-event-id": "x" * 300})
     for name, value in cases.items():
         assert name in bad({name: value}), name
+
+
+class Reading(dict[str, str]):
+    """Headers that remember every name looked up."""
+
+    def __init__(self, items: dict[str, str]) -> None:
+        super().__init__(items)
+        self.read: set[str] = set()
+
+    def get(self, name: str, default: Any = None) -> Any:  # type: ignore[override]
+        self.read.add(name)
+        return super().get(name, default)
+
+
+EVERY_OPTION = {
+    "cf-aig-event-id": "e-1",
+    "cf-aig-collect-log": "false",
+    "cf-aig-collect-log-payload": "false",
+    "cf-aig-metadata": '{"user": "u"}',
+    "cf-aig-byok-alias": "prod",
+    "cf-aig-custom-cost": '{"total_cost": 0.5}',
+    "cf-aig-backoff": "linear",
+    "cf-aig-max-attempts": "3",
+    "cf-aig-retry-delay": "100",
+    "cf-aig-request-timeout": "5000",
+}
+
+
+def test_option_headers_lists_every_header_parse_options_reads() -> None:
+    headers = Reading(EVERY_OPTION)
+    parse_options(headers, DEFAULT)
+    assert headers.read <= set(OPTION_HEADERS) == set(EVERY_OPTION)
+
+
+@pytest.mark.parametrize("name", OPTION_HEADERS)
+def test_any_one_option_header_is_parsed(name: str) -> None:
+    assert parse_options({name: EVERY_OPTION[name]}, DEFAULT) != default_options(DEFAULT)
+
+
+@pytest.mark.parametrize("gateway", [DEFAULT, TUNED])
+def test_without_option_headers_a_call_gets_its_gateways_defaults(gateway: GatewayConfig) -> None:
+    other = {"authorization": "Bearer sk-x", "cf-aig-authorization": "Bearer t", "cf-aig-cache-ttl": "60"}
+    assert parse_options(other, gateway) == default_options(gateway)
+    assert parse_options(other, gateway) == parse_options({"cf-aig-collect-log-payload": "true"}, gateway)
+    assert default_options(gateway) is default_options(gateway)  # built once

@@ -216,22 +216,22 @@ class Flight:
         self.answer: CachedAnswer | None = None
 
     async def __aenter__(self) -> Flight:
+        """Look the key up first, then join a running call or become the one: no await separates the
+        check from the registration, so identical misses still coalesce, and a hit registers nothing."""
         if self._directive.skip_lookup:
             return self
         flights = self._cache._flights
         running = flights.get(self._key)
-        if running is not None:
-            self.answer = await asyncio.shield(running)
-            return self
-        future: asyncio.Future[CachedAnswer | None] = asyncio.get_running_loop().create_future()
-        flights[self._key] = self._future = future
-        try:
+        if running is None:
             self.answer = await self._cache.lookup(self._key)
-        except BaseException:
-            self._release()
-            raise
-        if self.answer is not None:
-            future.set_result(self.answer)
+            if self.answer is not None:
+                return self
+            running = flights.get(self._key)  # another miss may have registered while we looked
+            if running is None:
+                future: asyncio.Future[CachedAnswer | None] = asyncio.get_running_loop().create_future()
+                flights[self._key] = self._future = future
+                return self
+        self.answer = await asyncio.shield(running)
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:

@@ -84,7 +84,8 @@ def call_key(ex: Exchange, headers: CIMultiDictProxy[str], target: Target, surfa
 def _cacheable(ex: Exchange) -> CachedAnswer | None:
     if ex.recorder is None or ex.error is not None or not 200 <= ex.status < 300:
         return None
-    return ex.recorder.answer(ex.status, ex.response_headers.items(), ex.stream, ex.provider, ex.model, ex.usage)
+    headers = ex.response_headers.items() if ex.response_headers is not None else ()
+    return ex.recorder.answer(ex.status, headers, ex.stream, ex.provider, ex.model, ex.usage)
 
 
 async def replay(ex: Exchange, request: web.Request, answer: CachedAnswer) -> web.StreamResponse:

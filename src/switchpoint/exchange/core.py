@@ -118,7 +118,7 @@ class Exchange:
     cache_status: str | None = None  # HIT | MISS on cacheable calls
     cached: bool = False
     recorder: Recorder | None = None  # collects what the client gets, for the cache
-    response_headers: CIMultiDict[str] = field(default_factory=CIMultiDict)
+    response_headers: CIMultiDict[str] | None = None  # what the relay sent, for the cache
 
     @property
     def event_id(self) -> str:

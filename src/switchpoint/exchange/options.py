@@ -19,6 +19,13 @@ from switchpoint.routing.attempts import MAX_ATTEMPTS, MAX_DELAY_MS, Backoff, Re
 MAX_METADATA_KEYS = 5
 MAX_EVENT_ID = 256
 _BACKOFFS: tuple[Backoff, ...] = ("constant", "linear", "exponential")
+# Every header `parse_options` reads: a call with none of them gets its gateway's defaults, built once.
+OPTION_HEADERS = (
+    "cf-aig-event-id", "cf-aig-collect-log", "cf-aig-collect-log-payload", "cf-aig-metadata", "cf-aig-byok-alias",
+    "cf-aig-custom-cost", "cf-aig-backoff", "cf-aig-max-attempts", "cf-aig-retry-delay", "cf-aig-request-timeout",
+)  # fmt: skip
+_DEFAULTS_LIMIT = 1024
+_defaults: dict[int, tuple[GatewayConfig, RequestOptions]] = {}  # id(gateway) -> that gateway's defaults
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +97,11 @@ def _retry(headers: Mapping[str, str], gateway: GatewayConfig) -> RetryPolicy:
 
 
 def parse_options(headers: Mapping[str, str], gateway: GatewayConfig) -> RequestOptions:
+    for name in OPTION_HEADERS:
+        if name in headers:
+            break
+    else:
+        return default_options(gateway)
     event_id = headers.get("cf-aig-event-id")
     if event_id is not None and len(event_id) > MAX_EVENT_ID:
         raise BadRequest(f"cf-aig-event-id is longer than {MAX_EVENT_ID} characters")
@@ -115,7 +127,19 @@ def _custom_cost(raw: str | None) -> CustomCost | None:
 
 
 def default_options(gateway: GatewayConfig) -> RequestOptions:
-    """The gateway's settings alone: what a call is logged with when its own headers are invalid."""
+    """The gateway's settings alone: what a call without option headers gets, and what a call is logged
+    with when its own headers are invalid. Built once per gateway config (configs are immutable)."""
+    known = _defaults.get(id(gateway))
+    if known is not None and known[0] is gateway:
+        return known[1]
+    if len(_defaults) >= _DEFAULTS_LIMIT:
+        _defaults.clear()
+    options = _gateway_options(gateway)
+    _defaults[id(gateway)] = (gateway, options)
+    return options
+
+
+def _gateway_options(gateway: GatewayConfig) -> RequestOptions:
     retries = gateway.retries
     return RequestOptions(
         retry=RetryPolicy(retries.max_attempts, retries.delay_ms, retries.backoff, gateway.request_timeout_ms),
