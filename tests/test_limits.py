@@ -243,6 +243,16 @@ async def test_partitions_keep_one_bucket_per_value(limits: Limits) -> None:
         await limits.reserve("g", config, "openai", "a", {"other": 1}, 1)  # no user: the shared bucket
 
 
+async def test_changed_spend_rules_apply_at_once(limits: Limits) -> None:
+    assert await limits.reserve("g", spend({**R1, "limit": 1}), "openai", "m", None, 1)
+    with pytest.raises(BudgetExceeded):
+        await limits.reserve("g", spend({**R1, "limit": 1}), "openai", "m", None, 1)
+    assert await limits.reserve("g", spend({**R1, "limit": 2}), "openai", "m", None, 1)  # same bucket, new limit
+    filtered = spend({**R1, "limit": 2, "model": {"mode": "filter", "values": ["other"]}})
+    reservation = await limits.reserve("g", filtered, "openai", "m", None, 1)
+    assert reservation is not None and reservation.charges == ()  # the rule no longer applies to `m`
+
+
 async def test_disabled_rules_do_not_count(limits: Limits) -> None:
     config = spend({**R1, "enabled": False, "limit": 0.01})
     assert await limits.reserve("g", config, "openai", "m", None, 1)

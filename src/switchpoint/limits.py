@@ -108,6 +108,17 @@ def _rule_bucket(
     return _bucket(f"sl:{gateway_id}:{rule.id}", parts)
 
 
+class _SpendRules:
+    """A gateway's spend rules, the metadata keys they read, and their buckets per call shape."""
+
+    __slots__ = ("buckets", "metadata_keys", "rules")
+
+    def __init__(self, rules: list[SpendRule]) -> None:
+        self.rules = rules
+        self.metadata_keys = tuple(sorted({key for rule in rules for key in rule.metadata}))
+        self.buckets: dict[tuple[str, str | None, tuple[str | None, ...]], tuple[_Bucket, ...]] = {}
+
+
 def _text(value: object) -> str | None:
     return None if value is None else metadata_text(value)
 
@@ -123,8 +134,7 @@ class Limits:
         self._counters = counters
         self._fail_open = fail_open or FailOpenConfig()
         self._rate_charges: dict[tuple[str, str | None], tuple[RateLimitConfig, Charge]] = {}
-        self._spend: dict[tuple[str, str, str | None, tuple[str | None, ...]], tuple[object, tuple[_Bucket, ...]]] = {}
-        self._meta_keys: dict[str, tuple[object, tuple[str, ...]]] = {}
+        self._spend: dict[str, _SpendRules] = {}
         self._failing: set[str] = set()
         self.failures = {"rate_limit": 0, "budget": 0}  # calls that met unreachable state, per feature
 
@@ -225,36 +235,29 @@ class Limits:
         model: str | None,
         metadata: Mapping[str, Any] | None,
     ) -> tuple[_Bucket, ...]:
-        """The buckets of the rules that apply to this call, reused while the rules stay the same objects
-        (bounded, like the rate-limit charges): keyed by target and the metadata values the rules read."""
+        """The buckets of the rules that apply to this call, kept per gateway while its rules stay the same
+        object (bounded, like the rate-limit charges), by target and the metadata values the rules read."""
         rules = gateway.spend_limits
-        keys = self._metadata_keys(gateway_id, rules)
+        known = self._spend.get(gateway_id)
+        if known is None or known.rules is not rules:
+            if len(self._spend) >= _MAX_CACHED_CHARGES:
+                self._spend.clear()
+            known = self._spend[gateway_id] = _SpendRules(rules)
+        keys = known.metadata_keys
         values = tuple([_text(metadata.get(k)) if metadata else None for k in keys]) if keys else ()
-        cache_key = (gateway_id, provider, model, values)
-        cached = self._spend.get(cache_key)
-        if cached is not None and cached[0] is rules:
-            return cached[1]
+        found = known.buckets.get((provider, model, values))
+        if found is not None:
+            return found
         buckets: list[_Bucket] = []
         for rule in rules:
             if rule.enabled:
                 bucket = _rule_bucket(gateway_id, rule, provider, model, metadata or {})
                 if bucket is not None:
                     buckets.append((rule, bucket, rule.limit, rule.window, rule.technique))
-        if len(self._spend) >= _MAX_CACHED_CHARGES:
-            self._spend.clear()
-        built = tuple(buckets)
-        self._spend[cache_key] = (rules, built)
+        if len(known.buckets) >= _MAX_CACHED_CHARGES:
+            known.buckets.clear()
+        built = known.buckets[(provider, model, values)] = tuple(buckets)
         return built
-
-    def _metadata_keys(self, gateway_id: str, rules: list[SpendRule]) -> tuple[str, ...]:
-        cached = self._meta_keys.get(gateway_id)
-        if cached is not None and cached[0] is rules:
-            return cached[1]
-        keys = tuple(sorted({key for rule in rules for key in rule.metadata}))
-        if len(self._meta_keys) >= _MAX_CACHED_CHARGES:
-            self._meta_keys.clear()
-        self._meta_keys[gateway_id] = (rules, keys)
-        return keys
 
     def settle(
         self,
