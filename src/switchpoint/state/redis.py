@@ -13,8 +13,9 @@ so a dead or hung server costs one waiting call per retry and the gateway recove
 Transitions are logged once each; `errors` counts failed calls.
 
 Settlement refunds (`refund_soon`) are held for `REFUND_DELAY_S` and sent merged in one script call; extra
-charges go at once (they must count before the next check). Refunds the server could not take stay held
-and go with the next flush; they are dropped only past a bound, with a log line, and flushed at `aclose`.
+charges go at once (they must count before the next check). Refunds that never reached the server stay
+held and go with the next flush (dropped only past a bound, with a log line); a batch sent but unanswered
+is logged and not resent, since it may have run. What is held is flushed at `aclose`.
 """
 
 from __future__ import annotations
