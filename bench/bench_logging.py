@@ -11,6 +11,7 @@ PostgreSQL is the server at `--pg` (trust auth); a fresh database is created for
   .venv/bin/python bench/bench_logging.py --quick --only sqlite
   .venv/bin/python bench/bench_logging.py --profile pg      # also py-spy 8 s of logging-on load, PostgreSQL
   .venv/bin/python bench/bench_logging.py --json out.json
+  .venv/bin/python bench/bench_logging.py --latency --only sqlite   # also p50/p99 at concurrency 1, on vs off
 
 The machine may be shared: each run waits for other processes to go quiet (< --quiet CPUs over a second,
 at most --max-wait s), and is done again (up to --retries times) when they used more than twice that during it.
@@ -279,13 +280,16 @@ def wait_quiet(limit: float, max_wait: float) -> dict[str, float]:
             return load
 
 
-def wrk(url: str, headers: dict[str, str], seconds: float, tmp: Path, conc: int = 64) -> dict[str, Any]:
+def wrk(
+    url: str, headers: dict[str, str], seconds: float, tmp: Path, conc: int = 64, lat: bool = False
+) -> dict[str, Any]:
     lua = tmp / f"post-{uuid.uuid4().hex[:6]}.lua"
     lines = ['wrk.method = "POST"', f"wrk.body = {json.dumps(json.dumps(BODY))}",
              'wrk.headers["Content-Type"] = "application/json"']  # fmt: skip
     lines += [f"wrk.headers[{json.dumps(k)}] = {json.dumps(v)}" for k, v in headers.items()]
     lua.write_text("\n".join(lines) + "\n")
-    cmd = ["taskset", "-c", "1", "wrk", "-t1", f"-c{conc}", f"-d{seconds}s", "-s", str(lua), url]
+    cmd = ["taskset", "-c", "1", "wrk", "-t1", f"-c{conc}", f"-d{seconds}s", *(["--latency"] if lat else []), "-s",
+           str(lua), url]  # fmt: skip
     before = CpuSample.take()
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     load = load_between(before, CpuSample.take())
@@ -295,7 +299,33 @@ def wrk(url: str, headers: dict[str, str], seconds: float, tmp: Path, conc: int 
     errors = re.search(r"Socket errors:.*", out)
     return {"rps": float(rps[1]) if rps else 0.0, "requests": int(total[1]) if total else 0,
             "non2xx": int(bad[1]) if bad else 0, "socket_errors": errors[0] if errors else "",
-            "load": load}  # fmt: skip
+            "load": load, "latency_ms": _percentiles(out)}  # fmt: skip
+
+
+_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+
+def _percentiles(out: str) -> dict[str, float]:
+    """wrk --latency's distribution lines ("  99%    1.23ms") as {"p99": 1.23} in milliseconds."""
+    found = re.findall(r"^\s+(\d+)%\s+([\d.]+)(us|ms|s)$", out, re.M)
+    return {f"p{pct}": round(float(value) * _UNITS[unit], 3) for pct, value, unit in found}
+
+
+def latency(gateway: dict[str, Any], a: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    """p50/p99 at concurrency 1, logging on and off alternating: what the flushes cost the calls they delay."""
+    on = gateway["headers"]
+    off = {**on, "cf-aig-collect-log": "false"}
+    runs: dict[str, list[dict[str, float]]] = {"on": [], "off": []}
+    for i in range(2 * a.rounds):
+        mode = ORDER[i % len(ORDER)]
+        wait_quiet(a.quiet, a.max_wait)
+        run = wrk(gateway["url"], on if mode == "on" else off, a.seconds, tmp, conc=1, lat=True)
+        runs[mode].append(run["latency_ms"])
+        settle(gateway)
+    out = {mode: {k: statistics.median(r[k] for r in rs) for k in ("p50", "p99")} for mode, rs in runs.items()}
+    print(f"  concurrency 1, median of runs: on p50 {out['on']['p50']:.3f} ms p99 {out['on']['p99']:.3f} ms; "
+          f"off p50 {out['off']['p50']:.3f} ms p99 {out['off']['p99']:.3f} ms", file=sys.stderr)  # fmt: skip
+    return {"median_ms": out, "runs": runs}
 
 
 def settle(gateway: dict[str, Any], seconds: float = 20) -> dict[str, float]:
@@ -529,6 +559,7 @@ def main() -> None:
     ap.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432/test", help="admin URL of the server")
     ap.add_argument("--profile", choices=("sqlite", "pg", "both"), help="py-spy the gateway under logging-on load")
     ap.add_argument("--json", help="write all figures here")
+    ap.add_argument("--latency", action="store_true", help="also p50/p99 at concurrency 1, logging on vs off")
     a = ap.parse_args()
     for tool in ("wrk", "nginx", "taskset"):
         if not shutil.which(tool):
@@ -551,6 +582,8 @@ def main() -> None:
                 label = "PostgreSQL" if name == "pg" else "SQLite"
                 print(f"{label}: {a.rounds} rounds x {a.seconds} s per mode ...", file=sys.stderr, flush=True)
                 results["backends"][label] = measure(gateway, a, tmp)
+                if a.latency:
+                    results["backends"][label]["latency_c1"] = latency(gateway, a, tmp)
                 if a.profile in (name, "both"):
                     results["profiles"][label] = profile(gateway, 8, tmp, name)
     finally:
