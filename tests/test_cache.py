@@ -21,7 +21,7 @@ from switchpoint.cache import (
     cache_key,
     credential_identity,
 )
-from switchpoint.cache.policy import KEY_MEMO_BODY, KEY_MEMO_ENTRIES
+from switchpoint.cache.policy import DIRECTIVE_HEADERS, KEY_MEMO_BODY, KEY_MEMO_ENTRIES
 from switchpoint.config import GatewayConfig
 from switchpoint.errors import BadRequest
 from switchpoint.formats.usage import Usage
@@ -60,6 +60,28 @@ def test_directive_from_gateway_and_headers(
     gateway: GatewayConfig, headers: dict[str, str], expected: CacheDirective | None
 ) -> None:
     assert cache_directive(gateway, "POST", headers) == expected
+
+
+class Reading(dict[str, str]):
+    """Headers that remember every name looked up."""
+
+    def __init__(self, items: dict[str, str]) -> None:
+        super().__init__(items)
+        self.read: set[str] = set()
+
+    def get(self, name: str, default: Any = None) -> Any:  # type: ignore[override]
+        self.read.add(name)
+        return super().get(name, default)
+
+
+def test_a_call_with_none_of_the_cache_headers_gets_the_gateways_setting() -> None:
+    """The headers `cache_directive` checks for first are every one it reads."""
+    headers = Reading({"cf-aig-cache-ttl": "60", "cf-aig-skip-cache": "true", "cf-aig-cache-key": "k"})
+    cache_directive(ON, "POST", headers)
+    assert headers.read <= set(DIRECTIVE_HEADERS)
+    other = {"cf-aig-authorization": "Bearer t", "cf-aig-metadata": "{}"}
+    assert cache_directive(ON, "POST", other) == CacheDirective(120) == cache_directive(ON, "POST", {})
+    assert cache_directive(OFF, "POST", other) is None and cache_directive(ON, "PUT", other) is None
 
 
 def test_only_get_and_post_are_cached() -> None:

@@ -9,6 +9,7 @@ which would make every entry unique without changing the answer).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ MIN_TTL_S, MAX_TTL_S = 60, 30 * 86_400
 CUSTOM_KEY_TTL_S = 300  # `cf-aig-cache-key` alone, on a gateway whose caching is off (Cloudflare's default)
 MAX_CUSTOM_KEY = 1024
 CACHEABLE_METHODS = frozenset({"GET", "POST"})
+DIRECTIVE_HEADERS = ("cf-aig-cache-ttl", "cf-cache-ttl", "cf-aig-skip-cache", "cf-skip-cache", "cf-aig-cache-key")
 # Request headers that change what a provider answers; their values are part of the key.
 VARY_HEADERS = (
     "accept",
@@ -96,12 +98,24 @@ def _key_header(headers: Mapping[str, str]) -> str | None:
 def cache_directive(gateway: GatewayConfig, method: str, headers: Mapping[str, str]) -> CacheDirective | None:
     """None when this call is not cached: caching off for the gateway and not asked for, `cf-aig-cache-ttl: 0`,
     or a method other than GET and POST. A malformed header is a 400 naming it, whatever the method."""
+    for name in DIRECTIVE_HEADERS:
+        if name in headers:
+            break
+    else:  # the common case: the gateway's setting alone
+        if not gateway.cache_ttl or method.upper() not in CACHEABLE_METHODS:
+            return None
+        return _plain_directive(gateway.cache_ttl)
     ttl, skip, custom = _ttl_header(headers), _skip_header(headers), _key_header(headers)
     if method.upper() not in CACHEABLE_METHODS or ttl == 0:
         return None
     if ttl is None:
         ttl = gateway.cache_ttl or (CUSTOM_KEY_TTL_S if custom is not None else None)
     return None if ttl is None else CacheDirective(ttl, skip, custom)
+
+
+@functools.cache
+def _plain_directive(ttl_s: int) -> CacheDirective:
+    return CacheDirective(ttl_s)
 
 
 def credential_identity(*credentials: str | None) -> str:

@@ -16,8 +16,10 @@ from switchpoint.cache import VARY_HEADERS, CachedAnswer, cache_key, credential_
 from switchpoint.exchange.core import Exchange, Target
 from switchpoint.exchange.pipeline import KEY_SLOTS, upstream_headers
 from switchpoint.exchange.relay import gateway_headers
+from switchpoint.providers.base import Provider
 
 Run = Callable[[], Awaitable[web.StreamResponse]]
+_CREDENTIAL_HEADERS: dict[str, tuple[Provider, tuple[str, ...]]] = {}
 
 
 async def cached_call(
@@ -43,23 +45,30 @@ async def cached_call(
     return response
 
 
-def _values(headers: CIMultiDictProxy[str], names: tuple[str, ...]) -> tuple[tuple[str, ...], ...]:
-    return tuple(tuple(headers.getall(name, ())) for name in names)
+def _credential_headers(provider: Provider) -> tuple[str, ...]:
+    """The client headers `upstream_headers` may take the provider credential from, once per provider."""
+    known = _CREDENTIAL_HEADERS.get(provider.name)
+    if known is None or known[0] is not provider:
+        names = tuple(dict.fromkeys(name.lower() for name in (provider.auth.header, *provider.key_headers, *KEY_SLOTS)))
+        known = _CREDENTIAL_HEADERS[provider.name] = (provider, names)
+    return known[1]
 
 
 def question(
     ex: Exchange, headers: CIMultiDictProxy[str], target: Target, surface: str, query: str
 ) -> tuple[object, ...]:
-    """Every input of the key: those of `cache_key`, and those `upstream_headers` reads to decide the
-    provider credential (the client's key headers, a step's own headers, translation, the BYOK alias; the
-    stored keys come in through the snapshot `KeyMemo` checks)."""
+    """Every input of the key: those of `cache_key` (of the headers, `VARY_HEADERS`' first values, as it
+    reads them), and those `upstream_headers` reads to decide the provider credential (every value of the
+    client's key headers, a step's own headers, translation, the BYOK alias; the stored keys come in
+    through the snapshot `KeyMemo` checks)."""
     provider = target.provider
     directive = ex.cache_directive
     return (
         ex.gateway_id, surface, provider.name, ex.method, target.path, query, ex.body,
         directive.custom_key if directive is not None else None, ex.token_id, ex.options.byok_alias,
         target.translator is not None, tuple(target.headers.items()) if target.headers else None,
-        _values(headers, VARY_HEADERS), _values(headers, (provider.auth.header, *provider.key_headers, *KEY_SLOTS)),
+        tuple([headers.get(name) for name in VARY_HEADERS]),
+        tuple([tuple(headers.getall(name, ())) for name in _credential_headers(provider)]),
     )  # fmt: skip
 
 

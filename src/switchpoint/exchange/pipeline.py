@@ -25,16 +25,28 @@ _DROP = frozenset(
 )  # fmt: skip
 # Where clients put provider keys; a gateway token found here is gateway auth, not a provider key.
 KEY_SLOTS = ("authorization", "x-api-key")
+# Checks that passed, by (gateway, candidate header values): the snapshot they passed under and the token id.
+_ADMITTED_LIMIT = 1024
+_admitted: dict[tuple[str, tuple[str | None, ...]], tuple[auth.Snapshot, str]] = {}
 
 
 def authenticate(snapshot: auth.Snapshot, gateway_id: str, headers: Mapping[str, str]) -> str:
     """Raise 401/2009 unless a valid token for the gateway came in `cf-aig-authorization` or a key slot.
 
-    Runs before the call gets an Exchange: unauthenticated traffic must not be able to fill the log.
+    Runs before the call gets an Exchange: unauthenticated traffic must not be able to fill the log. A
+    check that passed is remembered for the same header values under the same credential snapshot (a
+    revoked token changes the snapshot); a failed one is never remembered.
     """
-    candidates = [headers.get("cf-aig-authorization")]
-    candidates += [headers.get(slot) for slot in KEY_SLOTS]
-    return auth.require_token(snapshot, gateway_id, *candidates)
+    candidates = (headers.get("cf-aig-authorization"), *[headers.get(slot) for slot in KEY_SLOTS])
+    asked = (gateway_id, candidates)
+    known = _admitted.get(asked)
+    if known is not None and known[0] is snapshot:
+        return known[1]
+    token_id = auth.require_token(snapshot, gateway_id, *candidates)
+    if len(_admitted) >= _ADMITTED_LIMIT:
+        _admitted.clear()
+    _admitted[asked] = (snapshot, token_id)
+    return token_id
 
 
 def _forwardable(name: str, value: str) -> bool:
