@@ -16,18 +16,23 @@ from switchpoint.providers.base import Dialect
 from switchpoint.surfaces.common import RUNTIME, json_object, serve_call
 from switchpoint.surfaces.dynamic import PREFIX as DYNAMIC
 from switchpoint.surfaces.dynamic import plan_dynamic
-from switchpoint.surfaces.planning import CHAT, EMBEDDINGS, compat_target
+from switchpoint.surfaces.planning import CHAT, EMBEDDINGS, PLANS, Plan, compat_target
 
 
 def _planner(kind: str) -> Any:
     async def plan(ex: Exchange, request: web.Request) -> web.StreamResponse:
         if request.method != "POST":
             raise MethodNotAllowed(f"{request.method} is not allowed here; use POST")
-        obj = json_object(ex.body)
-        ex.stream = obj.get("stream") is True
-        if str(obj.get("model", "")).startswith(DYNAMIC):
-            return await plan_dynamic(ex, request, obj, kind, Dialect.OPENAI)
-        target = compat_target(request.app[RUNTIME].registry, ex.account, obj, kind)
+        registry = request.app[RUNTIME].registry
+        plan = PLANS.get(registry, ex.account, kind, Dialect.OPENAI, ex.body)
+        if plan is None:
+            obj = json_object(ex.body)
+            ex.stream = obj.get("stream") is True
+            if str(obj.get("model", "")).startswith(DYNAMIC):
+                return await plan_dynamic(ex, request, obj, kind, Dialect.OPENAI)
+            plan = Plan(compat_target(registry, ex.account, obj, kind), ex.stream)
+            PLANS.put(registry, ex.account, kind, Dialect.OPENAI, ex.body, plan)
+        target, ex.stream = plan
         ex.provider, ex.model = target.provider.name, target.model
         return await governance.governed_call(ex, request, target, "compat/openai")
 

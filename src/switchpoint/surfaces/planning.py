@@ -6,7 +6,7 @@ steps of dynamic routes, so every way in plans a model call the same way.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from multidict import CIMultiDict
@@ -21,6 +21,8 @@ from switchpoint.providers.registry import Registry
 
 CHAT = "chat"
 EMBEDDINGS = "embeddings"
+# Bodies up to this size have their plans remembered (`PlanMemo`), at most this many, holding this many bytes.
+PLAN_MEMO_BODY, PLAN_MEMO_ENTRIES, PLAN_MEMO_BYTES = 64 * 1024, 4096, 32 * 1024 * 1024
 # Anthropic requires max_tokens; OpenAI clients often omit it.
 DEFAULT_MAX_TOKENS = 4096
 ANTHROPIC_VERSION = "2023-06-01"
@@ -92,3 +94,38 @@ def _ask_for_stream_usage(obj: dict[str, Any]) -> bool:
         return False
     obj["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
     return True
+
+
+class Plan(NamedTuple):
+    target: Target
+    stream: bool
+
+
+class PlanMemo:
+    """Plans already made, by the raw body they were made from: a repeated /compat request (the common case
+    of a cache hit) is neither parsed nor re-serialised again. `compat_target` is a pure function of the
+    registry, account, body, kind and client dialect, and its target immutable unless it carries a
+    translator (which owns per-call stream state): those are never kept. Cleared whole when full."""
+
+    __slots__ = ("_bytes", "_plans")
+
+    def __init__(self) -> None:
+        self._plans: dict[tuple[str, str, Dialect, bytes], tuple[Registry, Plan]] = {}
+        self._bytes = 0
+
+    def get(self, registry: Registry, account: str, kind: str, client: Dialect, body: bytes) -> Plan | None:
+        known = self._plans.get((account, kind, client, body))
+        return known[1] if known is not None and known[0] is registry else None
+
+    def put(self, registry: Registry, account: str, kind: str, client: Dialect, body: bytes, plan: Plan) -> None:
+        if plan.target.translator is not None or len(body) > PLAN_MEMO_BODY:
+            return
+        size = len(body) + len(plan.target.body)
+        if len(self._plans) >= PLAN_MEMO_ENTRIES or self._bytes + size > PLAN_MEMO_BYTES:
+            self._plans.clear()
+            self._bytes = 0
+        self._plans[(account, kind, client, body)] = (registry, plan)
+        self._bytes += size
+
+
+PLANS = PlanMemo()
