@@ -316,8 +316,8 @@ def wrk(
     }
 
 
-def profile(pid: int, url: str, headers: dict[str, str], seconds: int, tmp: str, name: str) -> str:
-    """py-spy on the server while wrk loads it; the raw (folded) profile's path."""
+def profile(pid: int, url: str, headers: dict[str, str], seconds: int, tmp: str, name: str, rate: int = 100) -> str:
+    """py-spy on the server while wrk loads it (`rate` samples a second); the raw (folded) profile's path."""
     out = os.path.join(tmp, f"profile-{name.replace('@', '-').replace('+', '-')}.txt")
     spy_exe = os.path.join(os.path.dirname(sys.executable), "py-spy")
     spy = subprocess.Popen(
@@ -328,6 +328,8 @@ def profile(pid: int, url: str, headers: dict[str, str], seconds: int, tmp: str,
             str(pid),
             "-d",
             str(seconds),
+            "-r",
+            str(rate),
             "-f",
             "raw",
             "-o",
@@ -426,6 +428,7 @@ def main() -> None:
         metavar="SCENARIO",
         help="after the rounds, py-spy this scenario's server for 8 s under load (repeatable)",
     )
+    ap.add_argument("--profile-rate", type=int, default=100, help="py-spy samples per second (more: finer, slower)")
     a = ap.parse_args()
     for tool in ("wrk", "nginx", "redis-server", "taskset"):
         if not shutil.which(tool):
@@ -463,7 +466,7 @@ def main() -> None:
                 print(line, file=sys.stderr, flush=True)
         for name in a.profile:
             url, headers, pid = found[name]
-            profiles.append(summarize_profile(profile(pid, url, headers, 8, tmp, name)))
+            profiles.append(summarize_profile(profile(pid, url, headers, 8, tmp, name, a.profile_rate)))
     finally:
         for proc in PROCS:
             stop(proc)
