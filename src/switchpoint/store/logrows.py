@@ -23,8 +23,10 @@ from switchpoint.store.tables import LOG_COLUMNS, logs
 _WIDTH = len(LOG_COLUMNS)
 _METADATA = LOG_COLUMNS.index("metadata")
 _CUSTOM_COST = LOG_COLUMNS.index("custom_cost")
-# SQLite binds at most 32766 parameters in one statement (999 before 3.32).
-_SQLITE_MAX_ROWS = (32766 if sqlite3.sqlite_version_info >= (3, 32, 0) else 999) // _WIDTH
+# Rows per SQLite statement: the writer thread holds the GIL while it binds them and the core while SQLite
+# stores them, so a call arriving meanwhile waits for one slice rather than the whole batch. (SQLite binds
+# at most 32766 parameters in one statement, 999 before 3.32.)
+_SQLITE_MAX_ROWS = min(64, (32766 if sqlite3.sqlite_version_info >= (3, 32, 0) else 999) // _WIDTH)
 _NAMES = ", ".join(LOG_COLUMNS)
 _SKIP_STORED = " ON CONFLICT (id) DO NOTHING"
 _PG_INSERT = f"INSERT INTO logs ({_NAMES}) VALUES ({', '.join(f'${i}' for i in range(1, _WIDTH + 1))}){_SKIP_STORED}"
