@@ -119,8 +119,21 @@ Add = Callable[[float], None]
 def _adder(child: Counter) -> Add:
     """The child's raw value increment: skips the public `inc()`'s per-call checks (exemplars, sign), which
     cost more than the addition; callers pass only positive amounts. Falls back to `inc` if the internals move."""
-    inc = getattr(getattr(child, "_value", None), "inc", None)
-    return inc if callable(inc) else child.inc
+    return _value_adder(getattr(child, "_value", None), child.inc)
+
+
+def _value_adder(value: Any, fallback: Add) -> Add:
+    """`value.inc`; for the single-process float value, an add without its mutex: every increment comes from
+    the event loop's one thread (`Metrics.observe`) and a scrape reads on that thread too, so the lock only
+    costs. Multiprocess values (files) keep their own `inc`."""
+    if type(value) is values.MutexValue and type(getattr(value, "_value", None)) is float:
+
+        def add(amount: float) -> None:
+            value._value += amount
+
+        return add
+    inc = getattr(value, "inc", None)
+    return inc if callable(inc) else fallback
 
 
 class _FastHistogram:
@@ -138,8 +151,8 @@ class _FastHistogram:
             self.sum: Add = child.observe
         else:
             self.bounds = list(bounds)
-            self.buckets = [bucket.inc for bucket in buckets]
-            self.sum = total.inc
+            self.buckets = [_value_adder(bucket, bucket.inc) for bucket in buckets]
+            self.sum = _value_adder(total, total.inc)
 
     def observe(self, seconds: float) -> None:
         self.sum(seconds)

@@ -86,12 +86,13 @@ def _snake(name: str) -> str:
 async def serve_call(request: web.Request, surface: str, dialect: str, plan: Plan) -> web.StreamResponse:
     """Resolve, authenticate and frame one call; `plan` does the surface-specific rest."""
     runtime = request.app[RUNTIME]
-    account = request.match_info["account"]
-    gateway_id = request.match_info["gateway"]
+    match = request.match_info
+    account, gateway_id = match["account"], match["gateway"]
+    headers = request.headers
     ex: Exchange | None = None
     try:
         gateway = resolve_gateway(runtime, account, gateway_id)
-        token_id = authenticate(runtime.snapshot, gateway_id, request.headers) if gateway.authentication else None
+        token_id = authenticate(runtime.snapshot, gateway_id, headers) if gateway.authentication else None
         ex = Exchange(
             runtime=runtime,
             gateway_id=gateway_id,
@@ -102,11 +103,11 @@ async def serve_call(request: web.Request, surface: str, dialect: str, plan: Pla
             path=request.path,
             options=default_options(gateway),
             client_dialect=dialect,
-            user_agent=request.headers.get("user-agent"),
+            user_agent=headers.get("user-agent"),
         )
         ex.token_id = token_id
-        ex.options = parse_options(request.headers, gateway)
-        ex.cache_directive = cache_directive(gateway, request.method, request.headers)
+        ex.options = parse_options(headers, gateway)
+        ex.cache_directive = cache_directive(gateway, ex.method, headers)
         await governance.check_rate(ex)
         ex.body = await read_body(request, runtime.config.server.max_body_bytes)
         return await plan(ex, request)
