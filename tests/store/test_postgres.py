@@ -129,7 +129,8 @@ async def test_copy_failures_fall_back_to_an_insert_that_skips_stored_ids(pg: db
     engine = db.async_engine(pg)
     try:
         first = [record(i) for i in range(10)]
-        again = [record(i, cost=99.0) for i in range(5, 15)] + [record(99, gateway=None)]  # NOT NULL
+        fresh = [record(i) for i in range(100, 164)]  # one COPY slice that goes through
+        again = fresh + [record(i, cost=99.0) for i in range(5, 15)] + [record(99, gateway=None)]  # NOT NULL
         writers = []
         for batch in (first, again):
             writer = LogWriter(engine, tmp_path / "spool.ndjson", flush_interval=0.01)
@@ -141,10 +142,10 @@ async def test_copy_failures_fall_back_to_an_insert_that_skips_stored_ids(pg: db
         rows = await stored_rows(engine)
     finally:
         await engine.dispose()
-    kept = first + again[5:-1]  # the stored rows stay as they were; the refused one is set aside
+    kept = first + fresh + again[-6:-1]  # the stored rows stay as they were; the refused one is set aside
     assert {k: row["cost"] for k, row in rows.items()} == {r["id"]: r["cost"] for r in kept}
     counts = writers[1].counters
-    assert (counts["written"], counts["rejected"], counts["spooled"]) == (10, 1, 0)
+    assert (counts["written"], counts["rejected"], counts["spooled"]) == (len(again) - 1, 1, 0)
 
 
 async def test_replay_skips_ids_already_stored(pg: db.StoreUrls, tmp_path: Path) -> None:

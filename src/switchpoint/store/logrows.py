@@ -23,10 +23,11 @@ from switchpoint.store.tables import LOG_COLUMNS, logs
 _WIDTH = len(LOG_COLUMNS)
 _METADATA = LOG_COLUMNS.index("metadata")
 _CUSTOM_COST = LOG_COLUMNS.index("custom_cost")
-# Rows per SQLite statement: the writer thread holds the GIL while it binds them and the core while SQLite
-# stores them, so a call arriving meanwhile waits for one slice rather than the whole batch. (SQLite binds
-# at most 32766 parameters in one statement, 999 before 3.32.)
-_SQLITE_MAX_ROWS = min(64, (32766 if sqlite3.sqlite_version_info >= (3, 32, 0) else 999) // _WIDTH)
+# Rows per statement: SQLite's thread holds the GIL while it binds them and the core while it stores them,
+# and asyncpg encodes a COPY on the loop, so a call arriving meanwhile waits for one slice, not the batch.
+# (SQLite binds at most 32766 parameters in one statement, 999 before 3.32.)
+_SLICE_ROWS = 64
+_SQLITE_MAX_ROWS = min(_SLICE_ROWS, (32766 if sqlite3.sqlite_version_info >= (3, 32, 0) else 999) // _WIDTH)
 _NAMES = ", ".join(LOG_COLUMNS)
 _SKIP_STORED = " ON CONFLICT (id) DO NOTHING"
 _PG_INSERT = f"INSERT INTO logs ({_NAMES}) VALUES ({', '.join(f'${i}' for i in range(1, _WIDTH + 1))}){_SKIP_STORED}"
@@ -59,16 +60,22 @@ async def _sqlite(conn: AsyncConnection, records: Sequence[Record]) -> None:
 
 
 async def _postgresql(conn: AsyncConnection, records: Sequence[Record], copy: bool) -> None:
-    rows = [tuple(driver_row(r)) for r in records]
-    if copy:
-        driver = (await conn.get_raw_connection()).driver_connection
-        try:
-            copy_rows = driver.copy_records_to_table  # type: ignore[union-attr]
-            await copy_rows("logs", records=rows, columns=LOG_COLUMNS)
-            return
-        except Exception:  # COPY is one statement outside a transaction: it stored none of them.
-            pass  # The INSERT below either stores them or says why, as a SQLAlchemy error _store classifies.
-    await conn.exec_driver_sql(_PG_INSERT, rows)
+    """COPY in slices of `_SLICE_ROWS` (the loop encodes them, so a call waits for one slice at most)."""
+    for start in range(0, len(records), _SLICE_ROWS):
+        rows = [tuple(driver_row(r)) for r in records[start : start + _SLICE_ROWS]]
+        copy = copy and await _copied(conn, rows)  # after a failed COPY, INSERT the rest: one transaction
+        if not copy:
+            await conn.exec_driver_sql(_PG_INSERT, rows)
+
+
+async def _copied(conn: AsyncConnection, rows: list[tuple[Any, ...]]) -> bool:
+    """COPY `rows`, one statement outside a transaction: all stored, or none and False."""
+    driver = (await conn.get_raw_connection()).driver_connection
+    try:
+        await driver.copy_records_to_table("logs", records=rows, columns=LOG_COLUMNS)  # type: ignore[union-attr]
+    except Exception:  # the INSERT then either stores them or says why, as a SQLAlchemy error _store classifies
+        return False
+    return True
 
 
 async def insert_records(conn: AsyncConnection, records: Sequence[Record], *, replay: bool) -> None:
