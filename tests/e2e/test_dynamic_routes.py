@@ -16,8 +16,8 @@ from tests.support.stack import ADMIN_TOKEN, GatewayStack
 USER = [{"role": "user", "content": "hello there"}]
 
 
-def admin(stack: GatewayStack, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-    url = f"{stack.origin}/client/v4/accounts/acct/ai-gateway/gateways/default/{path}"
+def admin(stack: GatewayStack, method: str, path: str, body: Any = None, gateway: str = "default") -> tuple[int, Any]:
+    url = f"{stack.origin}/client/v4/accounts/acct/ai-gateway/gateways/{gateway}/{path}"
     data = json.dumps(body).encode() if body is not None else None
     request = urllib.request.Request(
         url,
@@ -41,11 +41,11 @@ def model(element_id: str, provider: str, name: str, success: str, fallback: str
     }
 
 
-def deploy(stack: GatewayStack, name: str, elements: list[dict[str, Any]]) -> None:
-    status, body = admin(stack, "POST", "routes", {"name": name, "elements": elements})
+def deploy(stack: GatewayStack, name: str, elements: list[dict[str, Any]], gateway: str = "default") -> None:
+    status, body = admin(stack, "POST", "routes", {"name": name, "elements": elements}, gateway)
     assert status == 200, body
     deadline = time.monotonic() + 1.5
-    while stack.runtime().routes.get("default", name) is None:
+    while stack.runtime().routes.get(gateway, name) is None:
         assert time.monotonic() < deadline, "deployment did not reach the gateway within a second"
         time.sleep(0.02)
 

@@ -57,6 +57,8 @@ def gateway_config(ups: Upstreams, data_dir: Path) -> dict[str, Any]:
             "limited": {"rate_limit": {"limit": 3, "window": 3600, "technique": "fixed"}},
             "per_user": {"rate_limit": {"limit": 2, "window": 3600, "key": "metadata.user"}},
             "budget": {"spend_limits": [{"id": "tiny", "limit": 0.025, "window": 3600, "technique": "fixed"}]},
+            "budget_universal": {"spend_limits": [{"id": "u", "limit": 0.03, "window": 3600, "technique": "fixed"}]},
+            "routed_budget": {"spend_limits": [{"id": "whole", "limit": 0.025, "window": 3600, "technique": "fixed"}]},
         },
         "server": {"max_body_bytes": MAX_BODY, "idle_timeout_ms": 1500, "connect_timeout_ms": 1000},
     }

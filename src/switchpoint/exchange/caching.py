@@ -17,20 +17,28 @@ from switchpoint.exchange.core import Exchange, Target
 from switchpoint.exchange.pipeline import KEY_SLOTS, upstream_headers
 from switchpoint.exchange.relay import gateway_headers
 from switchpoint.providers.base import Provider
+from switchpoint.providers.registry import Registry
 
 Run = Callable[[], Awaitable[web.StreamResponse]]
 _CREDENTIAL_HEADERS: dict[str, tuple[Provider, tuple[str, ...]]] = {}
+_ALL_KEY_HEADERS: dict[int, tuple[Registry, tuple[str, ...]]] = {}
 
 
 async def cached_call(
     ex: Exchange, request: web.Request, target: Target, surface: str, query: str, run: Run
 ) -> web.StreamResponse:
     """`run` the call unless the cache has its answer; identical concurrent misses wait for the first one."""
+    if ex.cache_directive is None:
+        return await run()
+    return await run_cached(ex, request, call_key(ex, request.headers, target, surface, query), run)
+
+
+async def run_cached(ex: Exchange, request: web.Request, key: str, run: Run) -> web.StreamResponse:
+    """Answer from the entry under `key`, or `run` the call and store its answer (a cacheable call)."""
     directive = ex.cache_directive
     if directive is None:
         return await run()
     cache = ex.runtime.cache
-    key = call_key(ex, request.headers, target, surface, query)
     async with cache.flight(key, directive) as flight:
         ex.cache_status = flight.status
         if flight.answer is not None:
@@ -88,6 +96,22 @@ def call_key(ex: Exchange, headers: CIMultiDictProxy[str], target: Target, surfa
         )  # fmt: skip
         memo.put(asked, snapshot, key, len(ex.body))
     return key
+
+
+def whole_call_key(ex: Exchange, headers: CIMultiDictProxy[str], surface: str, plan: str) -> str:
+    """The key of a call whose provider is chosen inside it (a dynamic route's walk, universal steps):
+    `plan` names what decides (`route@version`, so a new deployment never answers from the old one's
+    entries); the credential covers the gateway token and every key header any provider reads, since any
+    of them may be the one sent upstream."""
+    registry = ex.runtime.registry
+    names = _ALL_KEY_HEADERS.get(id(registry))
+    if names is None or names[0] is not registry:
+        found = {n.lower() for p in registry.by_slug.values() for n in (p.auth.header, *p.key_headers)}
+        names = _ALL_KEY_HEADERS[id(registry)] = (registry, tuple(sorted(found | set(KEY_SLOTS))))
+    sent = [",".join(headers.getall(name, ())) or None for name in names[1]]
+    credential = credential_identity(ex.token_id, ex.options.byok_alias, *sent)
+    custom = ex.cache_directive.custom_key if ex.cache_directive is not None else None
+    return cache_key(ex.gateway_id, surface, "", ex.method, plan, "", ex.body, headers, credential, custom)
 
 
 def _cacheable(ex: Exchange) -> CachedAnswer | None:

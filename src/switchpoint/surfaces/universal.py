@@ -1,7 +1,9 @@
 """`POST /v1/{account}/{gateway}`: a JSON array of steps tried in order; `cf-aig-step` names the winner.
 
 Each step is `{provider, endpoint, headers, query, config}`: `query` is the request body, `headers`
-override the request's, `config` overrides the retry settings for that step.
+override the request's, `config` overrides the retry settings for that step. The gateway's cache keys the
+whole array (a hit answers without trying any step); spend rules reserve for the first step and settle
+with the cost of the step that answered.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from switchpoint.errors import BadRequest, InvalidProvider
-from switchpoint.exchange import Exchange, Target, attempt, relay
+from switchpoint.exchange import Exchange, Target, attempt, governance, relay
+from switchpoint.exchange.caching import run_cached, whole_call_key
 from switchpoint.providers.registry import Registry
 from switchpoint.routing.attempts import MAX_ATTEMPTS, MAX_DELAY_MS, RetryPolicy
 from switchpoint.surfaces.common import RUNTIME, serve_call
@@ -114,11 +117,18 @@ async def _plan(ex: Exchange, request: web.Request) -> web.StreamResponse:
     ]
     first = steps[0].get("query")
     ex.stream = isinstance(first, dict) and first.get("stream") is True
-    target, answer = await attempt(ex, request.headers, planned)
-    try:
-        return await relay(ex, request, target, answer)
-    finally:
-        answer.release()
+
+    async def run() -> web.StreamResponse:
+        await governance.reserve_budget(ex, planned[0][0])  # settled with whichever step answered
+        target, answer = await attempt(ex, request.headers, planned)
+        try:
+            return await relay(ex, request, target, answer)
+        finally:
+            answer.release()
+
+    if ex.cache_directive is None:
+        return await run()
+    return await run_cached(ex, request, whole_call_key(ex, request.headers, "universal", "steps"), run)
 
 
 async def handle(request: web.Request) -> web.StreamResponse:
