@@ -9,6 +9,7 @@ it is back on the same port everything is enforced again within seconds, without
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import threading
@@ -114,6 +115,14 @@ def _enforced(served: Served, round_name: str) -> None:
         assert (first["cf-aig-cache-status"], second["cf-aig-cache-status"]) == ("MISS", "HIT"), surface
 
 
+def state_unavailable(served: Served) -> dict[str, float]:
+    """`switchpoint_state_unavailable_total` per feature, from the gateway's /metrics."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{served.port}/metrics", timeout=5) as reply:
+        text = reply.read().decode()
+    found = re.findall(r'^switchpoint_state_unavailable_total\{feature="(\w+)"\} (\S+)$', text, re.M)
+    return {feature: float(value) for feature, value in found}
+
+
 def test_killed_redis_follows_the_policy_then_recovers_without_a_restart(served: Served, own_redis: OwnRedis) -> None:
     _enforced(served, "before")
 
@@ -141,6 +150,9 @@ def test_killed_redis_follows_the_policy_then_recovers_without_a_restart(served:
     assert "rate_limit state unavailable, letting calls through" in log, log
     assert "budget state unavailable, refusing calls" in log, log
     assert not [s for s in served.statuses if s >= 500], served.statuses
+    unavailable = state_unavailable(served)
+    assert unavailable["rate_limit"] >= RATE_LIMIT + 2 and unavailable["budget"] >= 2, unavailable
+    assert unavailable["cache"] >= 4, unavailable  # the metric operators alert on
 
     own_redis.start()  # same port, empty: a restarted server without persistence
     started = time.monotonic()

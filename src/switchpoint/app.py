@@ -126,6 +126,7 @@ async def runtime_ctx(app: web.Application) -> AsyncIterator[None]:
     limits = Limits(state, config.state.fail_open)
     limiter = RouteLimiter(limits)
     cache = ResponseCache(state, config.server.cache_max_entry_bytes)
+    metrics.state.source = lambda: {**limits.failures, "cache": cache.failures}
     registry = build_registry(config)
     runtime = Runtime(
         config, registry, app[UPSTREAM], writer.submit, PriceBook(config.prices), metrics, limiter, limits, cache

@@ -37,6 +37,7 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # 0.5 ms (a cache hit) ... 120 s (a long reasoning stream)
 DURATION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120)
 LOG_OUTCOMES = ("accepted", "written", "spooled", "dropped", "rejected")
+STATE_FEATURES = ("rate_limit", "budget", "cache")
 # record key -> `direction` label; the cache and reasoning counts are parts of `in` / `out`, not extra to them
 TOKEN_DIRECTIONS = (
     ("tokens_in", "in"),
@@ -212,6 +213,31 @@ class LogWriterCollector(Collector):
         )
 
 
+class StateCollector(Collector):
+    """Calls that met unreachable shared state (Redis), per feature, read at scrape time from the counts
+    `Limits.failures` and `ResponseCache.failures` keep (each call then followed the feature's fail policy)."""
+
+    def __init__(self, source: Callable[[], Mapping[str, int]] | None = None) -> None:
+        self.source = source
+
+    def collect(self) -> Iterator[Metric]:
+        if self.source is None:
+            return
+        try:
+            counts = self.source()
+        except Exception:  # a broken callback must not break the whole scrape
+            log.exception("state failure counters failed")
+            return
+        family = CounterMetricFamily(
+            "switchpoint_state_unavailable",
+            "Calls whose rate limit, budget or cache state could not be reached (the fail policy applied)",
+            labels=("feature",),
+        )
+        for feature in STATE_FEATURES:
+            family.add_metric((feature,), counts.get(feature, 0))
+        yield family
+
+
 class Metrics:
     """Every gateway metric in one private `CollectorRegistry` (never the global one)."""
 
@@ -227,6 +253,8 @@ class Metrics:
         self._register_metrics(self.registry)
         self.log_writer = LogWriterCollector(log_counters)
         self.registry.register(self.log_writer)
+        self.state = StateCollector()  # its source is set once the limits and the cache exist
+        self.registry.register(self.state)
         if self._multiproc is None:
             ProcessCollector(registry=self.registry)
         self._model = _Capped(max_models)
