@@ -140,8 +140,6 @@ async def runtime_ctx(app: web.Application) -> AsyncIterator[None]:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
-    if runtime.background:  # budget settlements still on their way
-        await asyncio.wait(runtime.background, timeout=5)
 
 
 async def state_ctx(app: web.Application) -> AsyncIterator[None]:

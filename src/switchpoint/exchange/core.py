@@ -6,7 +6,6 @@ nothing else holds per-call state.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import random
 import time
@@ -62,7 +61,6 @@ class Runtime:
     limits: Limits
     cache: ResponseCache
     snapshot: Snapshot = field(default_factory=Snapshot)
-    background: set[asyncio.Task[None]] = field(default_factory=set)  # settle tasks, kept from the GC
     routes: RouteTable = field(default_factory=RouteTable)  # swapped whole when a deployment lands
 
 
