@@ -185,8 +185,10 @@ class _Series:
         return add
 
 
-class LogWriterCollector(Collector):
-    """Reads the log writer's own counts at scrape time (`LogWriter.counters()`), since it keeps them itself."""
+class _CallbackCollector(Collector):
+    """Reads counts another component keeps itself, at scrape time, through `source` (None: nothing yet)."""
+
+    what = "counters"
 
     def __init__(self, source: Callable[[], Mapping[str, int]] | None = None) -> None:
         self.source = source
@@ -197,8 +199,20 @@ class LogWriterCollector(Collector):
         try:
             counts = self.source()
         except Exception:  # a broken callback must not break the whole scrape
-            log.exception("log writer counters failed")
+            log.exception("%s failed", self.what)
             return
+        yield from self.families(counts)
+
+    def families(self, counts: Mapping[str, int]) -> Iterator[Metric]:
+        raise NotImplementedError
+
+
+class LogWriterCollector(_CallbackCollector):
+    """The log writer's own counts (`LogWriter.counters()`)."""
+
+    what = "log writer counters"
+
+    def families(self, counts: Mapping[str, int]) -> Iterator[Metric]:
         records = CounterMetricFamily(
             "switchpoint_log_records", "Log records by outcome in this process's log writer", labels=("outcome",)
         )
@@ -213,21 +227,13 @@ class LogWriterCollector(Collector):
         )
 
 
-class StateCollector(Collector):
-    """Calls that met unreachable shared state (Redis), per feature, read at scrape time from the counts
-    `Limits.failures` and `ResponseCache.failures` keep (each call then followed the feature's fail policy)."""
+class StateCollector(_CallbackCollector):
+    """Calls that met unreachable shared state (Redis), per feature, from the counts `Limits.failures` and
+    `ResponseCache.failures` keep (each such call followed the feature's fail policy)."""
 
-    def __init__(self, source: Callable[[], Mapping[str, int]] | None = None) -> None:
-        self.source = source
+    what = "state failure counters"
 
-    def collect(self) -> Iterator[Metric]:
-        if self.source is None:
-            return
-        try:
-            counts = self.source()
-        except Exception:  # a broken callback must not break the whole scrape
-            log.exception("state failure counters failed")
-            return
+    def families(self, counts: Mapping[str, int]) -> Iterator[Metric]:
         family = CounterMetricFamily(
             "switchpoint_state_unavailable",
             "Calls whose rate limit, budget or cache state could not be reached (the fail policy applied)",

@@ -19,22 +19,30 @@ from switchpoint.surfaces.dynamic import plan_dynamic
 from switchpoint.surfaces.planning import CHAT, EMBEDDINGS, PLANS, Plan, compat_target
 
 
+async def planned_call(
+    ex: Exchange, request: web.Request, kind: str, client: Dialect, surface: str
+) -> web.StreamResponse:
+    """A /compat call for a client speaking `client`: its plan (remembered by raw body, so a repeated
+    request is neither parsed nor re-serialised), or a dynamic route's walk, then the governed call."""
+    if request.method != "POST":
+        raise MethodNotAllowed(f"{request.method} is not allowed here; use POST")
+    registry = request.app[RUNTIME].registry
+    plan = PLANS.get(registry, ex.account, kind, client, ex.body)
+    if plan is None:
+        obj = json_object(ex.body)
+        ex.stream = obj.get("stream") is True
+        if str(obj.get("model", "")).startswith(DYNAMIC):
+            return await plan_dynamic(ex, request, obj, kind, client)
+        plan = Plan(compat_target(registry, ex.account, obj, kind, client), ex.stream)
+        PLANS.put(registry, ex.account, kind, client, ex.body, plan)
+    target, ex.stream = plan
+    ex.provider, ex.model = target.provider.name, target.model
+    return await governance.governed_call(ex, request, target, surface)
+
+
 def _planner(kind: str) -> Any:
     async def plan(ex: Exchange, request: web.Request) -> web.StreamResponse:
-        if request.method != "POST":
-            raise MethodNotAllowed(f"{request.method} is not allowed here; use POST")
-        registry = request.app[RUNTIME].registry
-        plan = PLANS.get(registry, ex.account, kind, Dialect.OPENAI, ex.body)
-        if plan is None:
-            obj = json_object(ex.body)
-            ex.stream = obj.get("stream") is True
-            if str(obj.get("model", "")).startswith(DYNAMIC):
-                return await plan_dynamic(ex, request, obj, kind, Dialect.OPENAI)
-            plan = Plan(compat_target(registry, ex.account, obj, kind), ex.stream)
-            PLANS.put(registry, ex.account, kind, Dialect.OPENAI, ex.body, plan)
-        target, ex.stream = plan
-        ex.provider, ex.model = target.provider.name, target.model
-        return await governance.governed_call(ex, request, target, "compat/openai")
+        return await planned_call(ex, request, kind, Dialect.OPENAI, "compat/openai")
 
     return plan
 
