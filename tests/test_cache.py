@@ -27,6 +27,7 @@ from switchpoint.errors import BadRequest
 from switchpoint.formats.usage import Usage
 from switchpoint.state import MemoryState, RedisState, StateUnavailable
 from tests.state.redis_support import OwnRedis, own_redis
+from tests.support.headers import Reading
 
 __all__ = ["own_redis"]
 
@@ -60,18 +61,6 @@ def test_directive_from_gateway_and_headers(
     gateway: GatewayConfig, headers: dict[str, str], expected: CacheDirective | None
 ) -> None:
     assert cache_directive(gateway, "POST", headers) == expected
-
-
-class Reading(dict[str, str]):
-    """Headers that remember every name looked up."""
-
-    def __init__(self, items: dict[str, str]) -> None:
-        super().__init__(items)
-        self.read: set[str] = set()
-
-    def get(self, name: str, default: Any = None) -> Any:  # type: ignore[override]
-        self.read.add(name)
-        return super().get(name, default)
 
 
 def test_a_call_with_none_of_the_cache_headers_gets_the_gateways_setting() -> None:

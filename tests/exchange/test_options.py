@@ -17,6 +17,7 @@ from switchpoint.exchange.options import (
     parse_options,
 )
 from switchpoint.routing.attempts import RetryPolicy
+from tests.support.headers import Reading
 
 DEFAULT = GatewayConfig()
 TUNED = GatewayConfig.model_validate(
@@ -245,18 +246,6 @@ def test_all_errors_name_their_header() -> None:
     cases.update({"cf-aig-collect-log-payload": "x", "cf-aig-metadata": "x", "cf-aig-event-id": "x" * 300})
     for name, value in cases.items():
         assert name in bad({name: value}), name
-
-
-class Reading(dict[str, str]):
-    """Headers that remember every name looked up."""
-
-    def __init__(self, items: dict[str, str]) -> None:
-        super().__init__(items)
-        self.read: set[str] = set()
-
-    def get(self, name: str, default: Any = None) -> Any:  # type: ignore[override]
-        self.read.add(name)
-        return super().get(name, default)
 
 
 EVERY_OPTION = {
