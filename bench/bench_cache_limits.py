@@ -29,45 +29,29 @@ process started here is stopped here.
 from __future__ import annotations
 
 import argparse
-import collections
 import json
 import os
-import re
-import shutil
-import signal
 import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from typing import Any
 
-BODY = {
-    "model": "openai/gpt-4o-mini",
-    "messages": [
-        {"role": "system", "content": "You are a helpful assistant."},
-        {"role": "user", "content": "Say hello in one short sentence, please."},
-    ],
-    "temperature": 0.2,
-}
-REPLY = {
-    "id": "chatcmpl-bench",
-    "object": "chat.completion",
-    "created": 1732000000,
-    "model": "gpt-4o-mini",
-    "choices": [
-        {
-            "index": 0,
-            "message": {"role": "assistant", "content": "Hello! This is a fixed answer from the bench upstream."},
-            "logprobs": None,
-            "finish_reason": "stop",
-        }
-    ],
-    "usage": {"prompt_tokens": 25, "completion_tokens": 14, "total_tokens": 39},
-}
+import _harness
+from _harness import (
+    CHAT_COMPLETION,
+    GATEWAY_CPU,
+    LOAD_CPU,
+    MESSAGES,
+    free_port,
+    start,
+    summarize_profile,
+    switchpoint_exe,
+    wait_ready,
+)
+
+BODY = {"model": "openai/gpt-4o-mini", "messages": MESSAGES, "temperature": 0.2}
 GATEWAYS: dict[str, dict[str, Any]] = {
     "plain": {},
     "cache": {"cache_ttl": 3600},
@@ -82,72 +66,25 @@ GOAL_MEMORY, GOAL_REDIS, GOAL_CACHE_RPS = 0.95, 0.75, 15_000
 # DESIGN.md section 4: a minimal aiohttp pass-through did about this on one core of the machine the goals were
 # set on; `bare-proxy` is that pass-through here, so their ratio scales the cache goal to this machine.
 GOAL_MACHINE_PROXY_RPS = 10_000
-GATEWAY_CPU, LOAD_CPU = 0, 1
-PROCS: list[subprocess.Popen[bytes]] = []
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start(cmd: list[str], cpu: int, log: str | None = None, cwd: str | None = None) -> subprocess.Popen[bytes]:
-    err = open(log or os.devnull, "w")  # the child owns it
-    proc = subprocess.Popen(["taskset", "-c", str(cpu), *cmd], stdout=subprocess.DEVNULL, stderr=err, cwd=cwd)
-    PROCS.append(proc)
-    return proc
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(8)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def wait_ready(url: str, seconds: float = 60) -> bool:
-    end = time.time() + seconds
-    while time.time() < end:
-        try:
-            urllib.request.urlopen(url, timeout=1)
-            return True
-        except urllib.error.HTTPError as e:
-            if e.code < 500:
-                return True
-        except OSError:
-            time.sleep(0.2)
-    return False
 
 
 def post(url: str, headers: dict[str, str]) -> tuple[int, dict[str, str]]:
-    request = urllib.request.Request(
-        url, data=json.dumps(BODY).encode(), headers={"content-type": "application/json", **headers}
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=5) as response:
-            response.read()
-            return response.status, {k.lower(): v for k, v in response.headers.items()}
-    except urllib.error.HTTPError as err:
-        return err.code, {k.lower(): v for k, v in err.headers.items()}
+    return _harness.post(url, headers, BODY)
+
+
+def wrk(
+    url: str, headers: dict[str, str], conc: int, seconds: float, tmp: str, pid: int | None = None
+) -> dict[str, Any]:
+    """wrk's figures (_harness.wrk), and with `pid` the server's CPU time per request: `core_rps` is what one
+    core would serve if the server had it to itself (requests / CPU seconds)."""
+    return _harness.wrk(url, headers, BODY, conc, seconds, tmp, pid=pid)
 
 
 # ---------------------------------------------------------------- the processes
 
 
 def nginx_upstream(tmp: str, port: int) -> None:
-    conf = os.path.join(tmp, "upstream.conf")
-    body = json.dumps(REPLY).replace("'", "\\'")
-    with open(conf, "w") as f:
-        f.write(f"""worker_processes 1; daemon off; pid {tmp}/up.pid; error_log {tmp}/up.err;
-events {{ worker_connections 8192; }}
-http {{ access_log off; server {{ listen 127.0.0.1:{port} backlog=4096;
-  location / {{ default_type application/json; return 200 '{body}'; }} }} }}
-""")
-    start(["nginx", "-c", conf, "-p", tmp], cpu=LOAD_CPU)
+    _harness.nginx_upstream(tmp, port, {"/": CHAT_COMPLETION})
     if not wait_ready(f"http://127.0.0.1:{port}/"):
         sys.exit("nginx upstream did not start")
 
@@ -171,15 +108,6 @@ def redis(tmp: str) -> str:
     sys.exit("redis-server did not start")
 
 
-def switchpoint_exe() -> str:
-    exe = os.environ.get("SWITCHPOINT") or os.path.join(os.path.dirname(sys.executable), "switchpoint")
-    if not os.path.exists(exe):
-        exe = shutil.which("switchpoint") or ""
-    if not exe:
-        sys.exit("switchpoint not found: set SWITCHPOINT=/path/to/switchpoint")
-    return exe
-
-
 def gateway(
     exe: str, tmp: str, state: str, up: str, redis_url: str | None
 ) -> tuple[int, dict[str, dict[str, str]], int]:
@@ -195,23 +123,10 @@ def gateway(
         )
     headers = {}
     for name in GATEWAYS:
-        out = (
-            subprocess.run(
-                [exe, "tokens", "create", "--gateway", name, "--config", conf], capture_output=True, text=True, cwd=data
-            )
-            .stdout.strip()
-            .splitlines()
-        )
-        if not out:
-            sys.exit(f"switchpoint tokens create --gateway {name} printed nothing")
-        headers[name] = {"Authorization": "Bearer sk-bench", "cf-aig-authorization": f"Bearer {out[-1].strip()}"}
+        token = _harness.create_token(exe, conf, name, cwd=data)
+        headers[name] = {"Authorization": "Bearer sk-bench", "cf-aig-authorization": f"Bearer {token}"}
     port = free_port()
-    proc = start(
-        [exe, "serve", "--config", conf, "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        cpu=GATEWAY_CPU,
-        log=os.path.join(tmp, f"switchpoint-{state}.log"),
-        cwd=data,
-    )
+    proc = _harness.serve(exe, conf, port, log=os.path.join(tmp, f"switchpoint-{state}.log"), cwd=data)
     if not wait_ready(f"http://127.0.0.1:{port}/health"):
         sys.exit(f"switchpoint ({state}) did not become healthy; see {tmp}/switchpoint-{state}.log")
     return port, headers, proc.pid
@@ -236,7 +151,7 @@ def serve_bare(port: int, up: str) -> None:
     import uvloop
     from aiohttp import web
 
-    reply = json.dumps(REPLY).encode()
+    reply = json.dumps(CHAT_COMPLETION).encode()
 
     async def handle(request: web.Request) -> web.Response:
         await request.read()
@@ -262,123 +177,14 @@ def serve_bare(port: int, up: str) -> None:
     web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None, backlog=4096)
 
 
-# ---------------------------------------------------------------- load
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (all its threads) so far."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def wrk(
-    url: str, headers: dict[str, str], conc: int, seconds: float, tmp: str, pid: int | None = None
-) -> dict[str, Any]:
-    """wrk's figures, and with `pid` the server's CPU time per request: `core_rps` is what one core would
-    serve if the server had it to itself (requests / CPU seconds), robust to other load on a shared machine."""
-    lua = os.path.join(tmp, "post.lua")
-    lines = [
-        'wrk.method = "POST"',
-        f"wrk.body = {json.dumps(json.dumps(BODY))}",
-        'wrk.headers["Content-Type"] = "application/json"',
-    ]
-    lines += [f'wrk.headers["{k}"] = {json.dumps(v)}' for k, v in headers.items()]
-    with open(lua, "w") as f:
-        f.write("\n".join(lines) + "\n")
-    cpu0 = cpu_seconds(pid) if pid else 0.0
-    out = subprocess.run(
-        ["taskset", "-c", str(LOAD_CPU), "wrk", "-t1", f"-c{conc}", f"-d{seconds}s", "--latency", "-s", lua, url],
-        capture_output=True,
-        text=True,
-    ).stdout
-    cpu = cpu_seconds(pid) - cpu0 if pid else 0.0
-
-    def lat(tag: str) -> float | None:
-        m = re.search(rf"^\s*{tag}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
-        return float(m.group(1)) * {"us": 1, "ms": 1e3, "s": 1e6}[m.group(2)] if m else None
-
-    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
-    errs = re.search(r"Socket errors:.*", out)
-    done = re.search(r"(\d+) requests in", out)
-    requests = int(done.group(1)) if done else 0
-    return {
-        "rps": float(rps.group(1)) if rps else 0.0,
-        "requests": requests,
-        "cpu_s": cpu,
-        "cpu_us_per_req": cpu * 1e6 / requests if requests and cpu else None,
-        "core_rps": requests / cpu if requests and cpu else 0.0,
-        "p50_us": lat("50"),
-        "p99_us": lat("99"),
-        "non2xx": int(bad.group(1)) if bad else 0,
-        "socket_errors": errs.group(0) if errs else "",
-    }
+# ---------------------------------------------------------------- profile
 
 
 def profile(pid: int, url: str, headers: dict[str, str], seconds: int, tmp: str, name: str, rate: int = 100) -> str:
     """py-spy on the server while wrk loads it (`rate` samples a second); the raw (folded) profile's path."""
     out = os.path.join(tmp, f"profile-{name.replace('@', '-').replace('+', '-')}.txt")
-    spy_exe = os.path.join(os.path.dirname(sys.executable), "py-spy")
-    spy = subprocess.Popen(
-        [
-            spy_exe if os.path.exists(spy_exe) else "py-spy",
-            "record",
-            "-p",
-            str(pid),
-            "-d",
-            str(seconds),
-            "-r",
-            str(rate),
-            "-f",
-            "raw",
-            "-o",
-            out,
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    wrk(url, headers, 64, seconds + 1, tmp)
-    spy.wait(30)
+    _harness.py_spy(pid, out, seconds, lambda: wrk(url, headers, 64, seconds + 1, tmp), args=("-r", str(rate)))
     return out
-
-
-def summarize_profile(path: str, top: int = 25) -> str:
-    """Own time per frame and total time per frame (percent of samples) from a py-spy raw profile."""
-    own: collections.Counter[str] = collections.Counter()
-    total: collections.Counter[str] = collections.Counter()
-    samples = 0
-    with open(path) as f:
-        for line in f:
-            stack, _, count = line.rstrip().rpartition(" ")
-            if not count.isdigit():
-                continue
-            n, frames = int(count), stack.split(";")
-            samples += n
-            own[_frame(frames[-1])] += n
-            for frame in {_frame(fr) for fr in frames}:
-                total[frame] += n
-    if not samples:
-        return f"{path}: no samples (py-spy needs ptrace permission)"
-    lines = [f"{path}: {samples} samples", "  own%  frame"]
-    lines += [f"  {100 * n / samples:5.1f} {frame}" for frame, n in own.most_common(top)]
-    lines += ["  total% frame (switchpoint code)"]
-    mine = [(frame, n) for frame, n in total.most_common() if "switchpoint/" in frame]
-    lines += [f"  {100 * n / samples:5.1f} {frame}" for frame, n in mine[:top]]
-    return "\n".join(lines)
-
-
-def _frame(frame: str) -> str:
-    """`func (path/to/file.py:123)` -> `func (file-in-package.py)`: lines merged, paths shortened."""
-    m = re.match(r"(.*) \((.*?):\d+\)$", frame)
-    if not m:
-        return frame
-    func, path = m.groups()
-    for marker in ("site-packages/", "src/", "lib/python3"):
-        if marker in path:
-            path = path.split(marker, 1)[1]
-            break
-    return f"{func} ({path})"
 
 
 # ---------------------------------------------------------------- the run
@@ -397,11 +203,7 @@ def scenarios(
     }
     for state, (port, headers, pid) in zip(STATES, (memory, redis_gw), strict=True):
         for name in GATEWAYS:
-            found[f"{name}@{state}"] = (
-                f"http://127.0.0.1:{port}/v1/bench/{name}/compat/chat/completions",
-                headers[name],
-                pid,
-            )
+            found[f"{name}@{state}"] = (_harness.compat_url(port, name), headers[name], pid)
     return found
 
 
@@ -431,9 +233,7 @@ def main() -> None:
     ap.add_argument("--only", help="comma-separated scenarios to run (e.g. plain@memory,rl@memory); default: all")
     ap.add_argument("--profile-rate", type=int, default=100, help="py-spy samples per second (more: finer, slower)")
     a = ap.parse_args()
-    for tool in ("wrk", "nginx", "redis-server", "taskset"):
-        if not shutil.which(tool):
-            sys.exit(f"bench needs {tool}")
+    _harness.require_tools("wrk", "nginx", "redis-server", "taskset")
     dur, warm = (3, 1) if a.quick else (10, 2)
     tmp = tempfile.mkdtemp(prefix="bench-cache-limits-")
     exe = switchpoint_exe()
@@ -471,8 +271,7 @@ def main() -> None:
             url, headers, pid = found[name]
             profiles.append(summarize_profile(profile(pid, url, headers, 8, tmp, name, a.profile_rate)))
     finally:
-        for proc in PROCS:
-            stop(proc)
+        _harness.stop_all()
     if results["rounds"]:
         report(results)
     for text in profiles:
