@@ -282,8 +282,9 @@ def write_wrk_script(path: str | os.PathLike[str], payload: Any, headers: Mappin
     return str(path)
 
 
-def parse_wrk(out: str) -> dict[str, Any]:
-    """wrk's text output as figures: req/s, requests, p50/p99 in µs (with --latency), non-2xx, socket errors."""
+def parse_wrk(out: str, percentiles: tuple[int, ...] = (50, 99)) -> dict[str, Any]:
+    """wrk's text output as figures: req/s, requests, `p<N>_us` per percentile N in µs (with --latency: wrk
+    prints 50, 75, 90 and 99; None otherwise), non-2xx, socket errors."""
 
     def lat(tag: str) -> float | None:
         m = re.search(rf"^\s*{tag}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
@@ -296,8 +297,7 @@ def parse_wrk(out: str) -> dict[str, Any]:
     return {
         "rps": float(rps.group(1)) if rps else 0.0,
         "requests": int(done.group(1)) if done else 0,
-        "p50_us": lat("50"),
-        "p99_us": lat("99"),
+        **{f"p{pct}_us": lat(str(pct)) for pct in percentiles},
         "non2xx": int(bad.group(1)) if bad else 0,
         "socket_errors": errs.group(0) if errs else "",
     }
@@ -314,20 +314,23 @@ def wrk(
     pid: int | None = None,
     latency: bool = True,
     check: bool = False,
+    percentiles: tuple[int, ...] = (50, 99),
 ) -> dict[str, Any]:
     """`wrk -t1` on the load CPU for `seconds` at `conc` connections: parse_wrk's figures, and with `pid` that
     server's CPU time over the run (zeros without): `cpu_s`, `cpu_us_per_req`, `core_rps` (requests / CPU
     seconds: what one core to itself would serve) and `cpu_share` (the part of its core it got: well below 1
-    means other load starved it). `check`: exit when wrk printed no figures rather than report 0 req/s."""
+    means other load starved it). `check`: exit when wrk printed no figures rather than report 0 req/s.
+    `percentiles`: the latency percentiles to report (see parse_wrk)."""
     lua = write_wrk_script(os.path.join(tmp, "post.lua"), payload, headers)
-    cmd = ["taskset", "-c", str(LOAD_CPU), "wrk", "-t1", f"-c{conc}", f"-d{seconds}s"]
+    duration = int(seconds) if float(seconds).is_integer() else seconds  # wrk refuses `-d2.0s`
+    cmd = ["taskset", "-c", str(LOAD_CPU), "wrk", "-t1", f"-c{conc}", f"-d{duration}s"]
     cmd += ["--latency"] if latency else []
     cpu0 = cpu_seconds(pid) if pid else 0.0
     run = subprocess.run([*cmd, "-s", lua, url], capture_output=True, text=True)
     cpu = cpu_seconds(pid) - cpu0 if pid else 0.0
     if check and "Requests/sec" not in run.stdout:
         sys.exit(f"wrk failed ({run.returncode}): {run.stdout}{run.stderr}")
-    figures = parse_wrk(run.stdout)
+    figures = parse_wrk(run.stdout, percentiles)
     requests = figures["requests"]
     figures["cpu_s"] = cpu
     figures["cpu_us_per_req"] = cpu * 1e6 / requests if requests and cpu else None

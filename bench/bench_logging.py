@@ -30,93 +30,39 @@ import json
 import os
 import re
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
-VENV_BIN = Path(sys.executable).parent
-BODY = {"model": "openai/gpt-4o-mini", "temperature": 0.2, "messages": [
-    {"role": "system", "content": "You are a helpful assistant."},
-    {"role": "user", "content": "Say hello in one short sentence, please."}]}  # fmt: skip
-REPLY = {"id": "chatcmpl-bench", "object": "chat.completion", "created": 1732000000, "model": "gpt-4o-mini",
-         "choices": [{"index": 0, "message": {"role": "assistant",
-                                              "content": "Hello! This is a fixed answer from the bench upstream."},
-                      "logprobs": None, "finish_reason": "stop"}],
-         "usage": {"prompt_tokens": 25, "completion_tokens": 14, "total_tokens": 39}}  # fmt: skip
+import _harness
+from _harness import CHAT_COMPLETION, CLK_TCK, MESSAGES, free_port
+
+BODY = {"model": "openai/gpt-4o-mini", "temperature": 0.2, "messages": MESSAGES}
 ORDER = ("on", "off", "off", "on")  # repeated: each mode runs first and second equally often
 GOAL = 0.90
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class Procs:
-    """Every process this script starts, pinned to a CPU; all stopped on exit."""
-
-    def __init__(self) -> None:
-        self.procs: list[subprocess.Popen[bytes]] = []
-
-    def start(self, cmd: list[str], cpu: int, log: Path, cwd: Path | None = None) -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen(["taskset", "-c", str(cpu), *cmd], cwd=cwd, stdout=subprocess.DEVNULL,
-                                stderr=log.open("wb"))  # fmt: skip
-        self.procs.append(proc)
-        return proc
-
-    @staticmethod
-    def stop(proc: subprocess.Popen[bytes]) -> None:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-    def stop_all(self) -> None:
-        for proc in reversed(self.procs):
-            self.stop(proc)
+GRACE = 20  # seconds a process gets to stop cleanly (the gateway flushes its log queue)
+FRAME_MARKERS = ("site-packages/", "src/", "lib/python3.11/")
+PERCENTILES = (50, 75, 90, 99)  # the latency distribution wrk --latency prints
 
 
 def wait_ready(url: str, proc: subprocess.Popen[bytes] | None = None, seconds: float = 60) -> None:
-    deadline = time.time() + seconds
-    while time.time() < deadline:
+    """_harness.wait_ready, exiting with the reason when `url` did not answer."""
+    if not _harness.wait_ready(url, seconds, proc):
         if proc is not None and proc.poll() is not None:
             raise SystemExit(f"process exited with {proc.returncode} before {url} answered")
-        try:
-            urllib.request.urlopen(url, timeout=1).close()
-            return
-        except urllib.error.HTTPError as err:
-            if err.code < 500:
-                return
-        except OSError:
-            time.sleep(0.2)
-    raise SystemExit(f"{url} did not answer within {seconds} s")
+        raise SystemExit(f"{url} did not answer within {seconds} s")
 
 
-def nginx_upstream(procs: Procs, tmp: Path) -> str:
+def nginx_upstream(tmp: Path) -> str:
     port = free_port()
-    conf = tmp / "upstream.conf"
-    body = json.dumps(REPLY).replace("'", "\\'")
-    conf.write_text(f"""worker_processes 1; daemon off; pid {tmp}/up.pid; error_log {tmp}/up.err;
-events {{ worker_connections 8192; }}
-http {{ access_log off; server {{ listen 127.0.0.1:{port} backlog=4096;
-  location / {{ default_type application/json; return 200 '{body}'; }} }} }}
-""")
-    procs.start(["nginx", "-c", str(conf), "-p", str(tmp)], cpu=1, log=tmp / "nginx.log")
+    _harness.nginx_upstream(tmp, port, {"/": CHAT_COMPLETION}, log=tmp / "nginx.log")
     wait_ready(f"http://127.0.0.1:{port}/")
     return f"http://127.0.0.1:{port}/v1"
 
@@ -158,8 +104,8 @@ def count_logs(database_url: str | None, data_dir: Path) -> int:
 # ------------------------------------------------------------------------------------------------ the gateway
 
 
-def start_gateway(procs: Procs, tmp: Path, name: str, upstream: str, database_url: str | None) -> dict[str, Any]:
-    exe = os.environ.get("SWITCHPOINT") or str(VENV_BIN / "switchpoint")
+def start_gateway(tmp: Path, name: str, upstream: str, database_url: str | None) -> dict[str, Any]:
+    exe = _harness.switchpoint_exe()
     data = tmp / name
     data.mkdir()
     config = data / "switchpoint.json"
@@ -168,15 +114,11 @@ def start_gateway(procs: Procs, tmp: Path, name: str, upstream: str, database_ur
     if database_url is not None:
         settings["database_url"] = database_url
     config.write_text(json.dumps(settings))
-    made = subprocess.run([exe, "tokens", "create", "--gateway", "default", "--config", str(config)],
-                          capture_output=True, text=True, cwd=data, check=True)  # fmt: skip
-    token = made.stdout.strip().splitlines()[-1].strip()
+    token = _harness.create_token(exe, config, "default", cwd=data)
     port = free_port()
-    cmd = [exe, "serve", "--config", str(config), "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
-    proc = procs.start(cmd, cpu=0, log=data / "serve.log", cwd=data)
+    proc = _harness.serve(exe, config, port, log=data / "serve.log", cwd=data)
     wait_ready(f"http://127.0.0.1:{port}/health", proc)
-    return {"proc": proc, "port": port, "data": data, "database_url": database_url,
-            "url": f"http://127.0.0.1:{port}/v1/bench/default/compat/chat/completions",
+    return {"proc": proc, "port": port, "data": data, "database_url": database_url, "url": _harness.compat_url(port),
             "headers": {"authorization": "Bearer sk-bench", "cf-aig-authorization": f"Bearer {token}"}}  # fmt: skip
 
 
@@ -206,8 +148,6 @@ def _get(url: str) -> str:
 # outside its own tree (PostgreSQL's server apart: that is logging's own cost) and the hypervisor's steal time.
 # A run waits (bounded) for a quiet moment before it starts and is done again when it was disturbed.
 
-_TICK = os.sysconf("SC_CLK_TCK")
-
 
 @dataclasses.dataclass(frozen=True)
 class CpuSample:
@@ -222,12 +162,9 @@ class CpuSample:
             if not entry.isdigit():
                 continue
             try:
-                raw = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
+                procs[int(entry)] = _harness.proc_stat(entry)
+            except OSError:  # gone since the listing
                 continue
-            head, _, tail = raw.rpartition(")")
-            fields = tail.split()
-            procs[int(entry)] = (int(fields[1]), head.partition("(")[2], int(fields[11]) + int(fields[12]))
         steal = 0
         for line in Path("/proc/stat").read_text().splitlines():
             if line.startswith(("cpu0 ", "cpu1 ")):
@@ -260,7 +197,7 @@ def load_between(before: CpuSample, after: CpuSample) -> dict[str, float]:
             db += used
         else:
             other += used
-    per = _TICK * seconds
+    per = CLK_TCK * seconds
     return {"others": round(other / per, 2), "postgres": round(db / per, 2),
             "steal": round((after.steal - before.steal) / per, 2)}  # fmt: skip
 
@@ -283,32 +220,14 @@ def wait_quiet(limit: float, max_wait: float) -> dict[str, float]:
 def wrk(
     url: str, headers: dict[str, str], seconds: float, tmp: Path, conc: int = 64, lat: bool = False
 ) -> dict[str, Any]:
-    lua = tmp / f"post-{uuid.uuid4().hex[:6]}.lua"
-    lines = ['wrk.method = "POST"', f"wrk.body = {json.dumps(json.dumps(BODY))}",
-             'wrk.headers["Content-Type"] = "application/json"']  # fmt: skip
-    lines += [f"wrk.headers[{json.dumps(k)}] = {json.dumps(v)}" for k, v in headers.items()]
-    lua.write_text("\n".join(lines) + "\n")
-    cmd = ["taskset", "-c", "1", "wrk", "-t1", f"-c{conc}", f"-d{seconds}s", *(["--latency"] if lat else []), "-s",
-           str(lua), url]  # fmt: skip
+    """_harness.wrk's figures, with the load others put on the machine meanwhile and (with `lat`) p50/p99 in ms."""
     before = CpuSample.take()
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    fig = _harness.wrk(url, headers, BODY, conc, seconds, tmp, latency=lat, check=True, percentiles=PERCENTILES)
     load = load_between(before, CpuSample.take())
-    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    total = re.search(r"(\d+) requests in", out)
-    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
-    errors = re.search(r"Socket errors:.*", out)
-    return {"rps": float(rps[1]) if rps else 0.0, "requests": int(total[1]) if total else 0,
-            "non2xx": int(bad[1]) if bad else 0, "socket_errors": errors[0] if errors else "",
-            "load": load, "latency_ms": _percentiles(out)}  # fmt: skip
-
-
-_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
-
-
-def _percentiles(out: str) -> dict[str, float]:
-    """wrk --latency's distribution lines ("  99%    1.23ms") as {"p99": 1.23} in milliseconds."""
-    found = re.findall(r"^\s+(\d+)%\s+([\d.]+)(us|ms|s)$", out, re.M)
-    return {f"p{pct}": round(float(value) * _UNITS[unit], 3) for pct, value, unit in found}
+    found = {pct: fig[f"p{pct}_us"] for pct in PERCENTILES}
+    latency_ms = {f"p{pct}": round(us / 1000, 3) for pct, us in found.items() if us is not None}
+    return {"rps": fig["rps"], "requests": fig["requests"], "non2xx": fig["non2xx"],
+            "socket_errors": fig["socket_errors"], "load": load, "latency_ms": latency_ms}  # fmt: skip
 
 
 def latency(gateway: dict[str, Any], a: argparse.Namespace, tmp: Path) -> dict[str, Any]:
@@ -344,7 +263,7 @@ def cpu_per_request(pid: int, before: CpuSample, after: CpuSample, requests: int
         return {}
     ticks = after.procs.get(pid, (0, "", 0))[2] - before.procs.get(pid, (0, "", 0))[2]
     postgres = load_between(before, after)["postgres"] * (after.at - before.at)
-    return {"cpu_us": round(ticks / _TICK / requests * 1e6, 1), "pg_cpu_us": round(postgres / requests * 1e6, 1)}
+    return {"cpu_us": round(ticks / CLK_TCK / requests * 1e6, 1), "pg_cpu_us": round(postgres / requests * 1e6, 1)}
 
 
 def measure(gateway: dict[str, Any], a: argparse.Namespace, tmp: Path) -> dict[str, Any]:
@@ -385,16 +304,10 @@ def measure(gateway: dict[str, Any], a: argparse.Namespace, tmp: Path) -> dict[s
 
 def profile(gateway: dict[str, Any], seconds: int, tmp: Path, name: str) -> dict[str, Any]:
     """py-spy (raw, collapsed stacks) over `seconds` of logging-on load; self and inclusive time per function."""
-    spy = shutil.which("py-spy") or str(VENV_BIN / "py-spy")
     out = tmp / f"profile-{name}.txt"
-    pid = gateway["proc"].pid
-    target = _python_pid(pid)
+    target = _python_pid(gateway["proc"].pid)
     wait_quiet(0.1, 90)
-    rec = subprocess.Popen([spy, "record", "-p", str(target), "-d", str(seconds), "-f", "raw", "-o", str(out),
-                            ], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    time.sleep(1)
-    wrk(gateway["url"], gateway["headers"], seconds + 1, tmp)
-    rec.wait(timeout=seconds + 30)
+    _harness.py_spy(target, out, seconds, lambda: wrk(gateway["url"], gateway["headers"], seconds + 1, tmp), lead=1)
     settle(gateway)
     return summarise(out)
 
@@ -403,21 +316,6 @@ def _python_pid(pid: int) -> int:
     """`taskset` execs the command, so the pid is the gateway's own (kept apart in case a wrapper forks)."""
     children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
     return int(children[0]) if children else pid
-
-
-_FRAME = re.compile(r"^(?P<func>.+?) \((?P<file>[^()]*?)(?::\d+)?\)$")
-
-
-def _short(frame: str) -> str:
-    match = _FRAME.match(frame)
-    if not match:
-        return frame
-    path = match["file"]
-    for marker in ("site-packages/", "src/", "lib/python3.11/"):
-        if marker in path:
-            path = path.split(marker, 1)[1]
-            break
-    return f"{match['func']} ({path})"
 
 
 # Frames on the event-loop thread that only logging on runs (queueing and writing records), and those both
@@ -435,12 +333,8 @@ def summarise(raw: Path, top: int = 25) -> dict[str, Any]:
     total = others = logging_total = building = 0
     if not raw.exists():
         return {"error": f"py-spy wrote nothing to {raw}"}
-    for line in raw.read_text().splitlines():
-        stack, _, count = line.rpartition(" ")
-        if not stack or not count.isdigit():
-            continue
-        n = int(count)
-        frames = [_short(f) for f in stack.split(";")]
+    for stack, n in _harness.folded_stacks(raw):
+        frames = [_harness.short_frame(f, FRAME_MARKERS) for f in stack]
         if not frames[0].startswith("<module>"):  # a thread other than the main (event-loop) one
             others += n
             if any("aiosqlite" in f for f in frames):
@@ -561,24 +455,21 @@ def main() -> None:
     ap.add_argument("--json", help="write all figures here")
     ap.add_argument("--latency", action="store_true", help="also p50/p99 at concurrency 1, logging on vs off")
     a = ap.parse_args()
-    for tool in ("wrk", "nginx", "taskset"):
-        if not shutil.which(tool):
-            sys.exit(f"bench needs {tool} (apt-get install wrk nginx)")
+    _harness.require_tools("wrk", "nginx", "taskset", hint=" (apt-get install wrk nginx)")
     if a.quick:
         a.rounds, a.seconds, a.warm = 2, 3, 1
     backends = [a.only] if a.only else ["sqlite", "pg"]
-    procs = Procs()
     tmp = Path(tempfile.mkdtemp(prefix="bench-logging-"))
     results: dict[str, Any] = {"method": "gateway pinned to CPU 0 (1 worker, auth on); nginx upstream + wrk -t1 -c64 "
                                "on CPU 1; logging on vs cf-aig-collect-log: false, alternating", "backends": {},
                                "profiles": {}}  # fmt: skip
     try:
-        upstream = nginx_upstream(procs, tmp)
+        upstream = nginx_upstream(tmp)
         for name in backends:
             with contextlib.ExitStack() as stack:
                 url = stack.enter_context(pg_database(a.pg)) if name == "pg" else None
-                gateway = start_gateway(procs, tmp, name, upstream, url)
-                stack.callback(Procs.stop, gateway["proc"])
+                gateway = start_gateway(tmp, name, upstream, url)
+                stack.callback(_harness.stop, gateway["proc"], GRACE)
                 label = "PostgreSQL" if name == "pg" else "SQLite"
                 print(f"{label}: {a.rounds} rounds x {a.seconds} s per mode ...", file=sys.stderr, flush=True)
                 results["backends"][label] = measure(gateway, a, tmp)
@@ -587,7 +478,7 @@ def main() -> None:
                 if a.profile in (name, "both"):
                     results["profiles"][label] = profile(gateway, 8, tmp, name)
     finally:
-        procs.stop_all()
+        _harness.stop_all(GRACE)
     if a.json:
         Path(a.json).write_text(json.dumps(results, indent=2, default=str))
     print_table(results)
