@@ -10,12 +10,12 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
-from multidict import CIMultiDict, CIMultiDictProxy
+from multidict import CIMultiDictProxy
 
 from switchpoint.cache import VARY_HEADERS, CachedAnswer, cache_key, credential_identity
 from switchpoint.exchange.core import Exchange, Target
 from switchpoint.exchange.pipeline import KEY_SLOTS, upstream_headers
-from switchpoint.exchange.relay import gateway_headers
+from switchpoint.exchange.relay import gateway_header_items
 from switchpoint.providers.base import Provider
 from switchpoint.providers.registry import Registry
 
@@ -129,8 +129,7 @@ async def replay(ex: Exchange, request: web.Request, answer: CachedAnswer) -> we
     body = answer.body
     ex.response_body, ex.response_size = body, len(body)
     ex.usage = answer.usage
-    headers: CIMultiDict[str] = CIMultiDict(answer.headers)
-    gateway_headers(headers, ex)
+    headers = gateway_header_items(ex, answer.headers)
     if not answer.stream:
         return web.Response(status=answer.status, body=body, headers=headers)
     response = web.StreamResponse(status=answer.status, headers=headers)

@@ -31,6 +31,7 @@ from switchpoint.upstream import Upstream
 
 # Bodies larger than this are logged truncated, as Cloudflare does at 10 MB.
 MAX_LOGGED_BODY = 10 * 1024 * 1024
+_NO_USAGE = Usage()
 _LOW_48 = (1 << 48) - 1
 _UUID_FORMAT = "%08x-%04x-%04x-%04x-%012x"
 _rng = random.Random()  # seeded from os.urandom, and again in every forked worker so ids never repeat
@@ -129,14 +130,16 @@ class Exchange:
 
     def log_record(self) -> dict[str, Any]:
         """The row for the log store; bodies only when payload collection is on."""
-        payload = self.options.collect_payload
-        usage = self.usage or Usage()
+        options = self.options
+        payload = options.collect_payload
+        usage = self.usage or _NO_USAGE
         if self.cached:  # a cache hit spends nothing: no price to look up
             cost: float | None = 0.0
-            custom = self.options.custom_cost is not None
+            custom = options.custom_cost is not None
         else:
-            priced = self.runtime.prices.cost(self.provider, self.model, self.usage, self.options.custom_cost)
+            priced = self.runtime.prices.cost(self.provider, self.model, self.usage, options.custom_cost)
             cost, custom = priced.cost, priced.custom
+        status, ttfb, body, response_body = self.status, self.ttfb, self.body, self.response_body
         return {
             "id": self.log_id,
             "created_at": self.created_at,
@@ -147,8 +150,8 @@ class Exchange:
             "method": self.method,
             "path": self.path,
             "surface": self.surface,
-            "status_code": self.status,
-            "success": 200 <= self.status < 300 and self.error is None,
+            "status_code": status,
+            "success": 200 <= status < 300 and self.error is None,
             "cached": self.cached,
             "stream": self.stream,
             "attempts": self.attempts,
@@ -158,20 +161,18 @@ class Exchange:
             "cost": cost,
             "custom_cost": custom,
             "duration_ms": (time.perf_counter() - self.started) * 1000,
-            "ttfb_ms": self.ttfb * 1000 if self.ttfb is not None else None,
-            "event_id": self.event_id,
-            "metadata": self.options.metadata,
-            "request_body": self.body[:MAX_LOGGED_BODY] if payload else None,
-            "response_body": self.response_body[:MAX_LOGGED_BODY]
-            if payload and self.response_body is not None
-            else None,
-            "request_size": len(self.body),
+            "ttfb_ms": ttfb * 1000 if ttfb is not None else None,
+            "event_id": options.event_id or self.log_id,
+            "metadata": options.metadata,
+            "request_body": body[:MAX_LOGGED_BODY] if payload else None,
+            "response_body": response_body[:MAX_LOGGED_BODY] if payload and response_body is not None else None,
+            "request_size": len(body),
             "response_size": self.response_size,
             "error": self.error,
             "user_agent": self.user_agent,
             "error_kind": self.error_kind,
             "route": self.route,
-            "route_path": ">".join(self.route_path) or None,
+            "route_path": (">".join(self.route_path) or None) if self.route_path else None,
         }
 
     def finish(self) -> dict[str, Any]:
