@@ -88,6 +88,8 @@ QUERIES: list[tuple[str, str, str | None, list[tuple[str, str]]]] = [
     ("(heap) analytics hourly, every gateway", "analytics", None, [("interval", "hour")]),
     ("(heap) analytics daily by metadata.team", "analytics", "default", [("interval", "day"),
                                                                          ("group_by", "metadata.team")]),
+    ("(heap) analytics hourly by metadata.team", "analytics", "default", [("interval", "hour"),
+                                                                          ("group_by", "metadata.team")]),
     ("list newest 50", "list", "default", [("per_page", "50")]),
     ("list model + failed", "list", "default", [("model", "model-3"), ("success", "false"), ("per_page", "50")]),
     ("list metadata.user", "list", "default", [("metadata.user", "u42"), ("per_page", "50")]),

@@ -2,7 +2,8 @@
 
 Analytics count requests, errors, cache hits, tokens and cost per time bucket (and group), with p50/p95 of
 total and first-byte latency. On PostgreSQL the percentiles are exact `percentile_cont`, one LATERAL
-aggregate per bucket, slices of buckets on parallel connections. SQLite has no percentile function, so
+aggregate per bucket, slices of buckets on parallel connections; a single bucket grouped by a metadata key
+(a heap scan of the whole range) has parallel workers scan it instead. SQLite has no percentile function, so
 there they are computed here, in Python, with the same interpolation over each bucket's values (one small
 row read per record in the range). Query parameters (Cloudflare's names) are parsed by `store.logquery`.
 """
@@ -43,6 +44,11 @@ GROUPS = ("provider", "model", "gateway")
 _QUANTILES = (0.5, 0.95)
 ANALYTICS_WORK_MEM = "64MB"
 _SETTINGS = text("SELECT set_config('jit', 'off', true), set_config('work_mem', :work_mem, true)")
+# One bucket grouped by a metadata key reads the whole range from the heap: let parallel workers scan it and
+# extract the key (the grouping and percentiles stay in the leader; array_agg has no partial form before 16).
+_PARALLEL_SCAN = text(
+    "SELECT set_config('parallel_setup_cost', '0', true), set_config('parallel_tuple_cost', '0', true)"
+)
 ANALYTICS_FANOUT = 4  # bucket slices computed at once, each on its own connection (PostgreSQL)
 
 
@@ -191,17 +197,23 @@ def _pg_statement(conn: Connection, q: AnalyticsQuery, first: int, last: int) ->
 
 
 def _pg_latencies() -> list[Any]:
-    return [func.array_agg(c.duration_ms).label("d"), func.array_agg(c.ttfb_ms).label("t")]
+    return [
+        func.array_agg(c.duration_ms).label("d"),
+        func.array_agg(c.ttfb_ms).filter(c.ttfb_ms.is_not(None)).label("t"),  # NULL when there are none
+    ]
 
 
 def _pg_array_percentiles(per_bucket: Any) -> Any:
-    """percentile_cont over a group's collected latencies (NULLs ignored, as over the rows themselves)."""
-    u = func.unnest(per_bucket.c.d, per_bucket.c.t).table_valued("d", "t").render_derived(name="u")
+    """percentile_cont over a group's collected latencies (ttfb's NULLs left out, as over the rows themselves).
+    Each array is unnested in a select list (ProjectSet) rather than FROM, which would first copy its values
+    into a tuplestore: ~15% less for one bucket of 1M rows grouped by a metadata key."""
     fractions = array([literal(p) for p in _QUANTILES])
-    return select(
-        func.percentile_cont(fractions).within_group(u.c.d).label("duration_q"),
-        func.percentile_cont(fractions).within_group(u.c.t).label("ttfb_q"),
-    ).lateral("p")
+
+    def quantiles(values: Any, name: str) -> Any:
+        u = select(func.unnest(values).label("x")).correlate(per_bucket).subquery("u")
+        return select(func.percentile_cont(fractions).within_group(u.c.x)).scalar_subquery().label(name)
+
+    return select(quantiles(per_bucket.c.d, "duration_q"), quantiles(per_bucket.c.t, "ttfb_q")).lateral("p")
 
 
 def _sums() -> list[Any]:
@@ -267,6 +279,8 @@ def pg_buckets(conn: Connection, q: AnalyticsQuery, first: int = 0, last: int | 
     # bucket's sorts to stay in memory.
     conn.execute(_SETTINGS, {"work_mem": ANALYTICS_WORK_MEM})
     last = bucket_count(q) - 1 if last is None else last
+    if first == last and q.group_by is not None and q.group_by.startswith(store.METADATA_PREFIX):
+        conn.execute(_PARALLEL_SCAN)
     buckets = []
     for row in conn.execute(_pg_statement(conn, q, first, last)):
         m = row._mapping
