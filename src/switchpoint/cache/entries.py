@@ -8,9 +8,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import orjson
+from multidict import CIMultiDict
 
 from switchpoint.cache.policy import HIT, MISS, STORED_HEADERS, CacheDirective, KeyMemo
 from switchpoint.formats.usage import Usage, usage_from_body, usage_from_sse
@@ -35,6 +36,12 @@ class CachedAnswer:
     provider: str | None = None
     model: str | None = None
     usage: Usage | None = None
+    # `headers` as a multidict, built once: a replay hands it to the response, which copies it (cheaper than
+    # building one from the tuple on every hit); never mutated
+    header_map: CIMultiDict[str] = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "header_map", CIMultiDict(self.headers))
 
     @classmethod
     def capture(

@@ -15,7 +15,7 @@ from multidict import CIMultiDictProxy
 from switchpoint.cache import VARY_HEADERS, CachedAnswer, cache_key, credential_identity
 from switchpoint.exchange.core import Exchange, Target
 from switchpoint.exchange.pipeline import KEY_SLOTS, upstream_headers
-from switchpoint.exchange.relay import gateway_header_items
+from switchpoint.exchange.relay import gateway_headers
 from switchpoint.providers.base import Provider
 from switchpoint.providers.registry import Registry
 
@@ -129,10 +129,12 @@ async def replay(ex: Exchange, request: web.Request, answer: CachedAnswer) -> we
     body = answer.body
     ex.response_body, ex.response_size = body, len(body)
     ex.usage = answer.usage
-    headers = gateway_header_items(ex, answer.headers)
-    if not answer.stream:
-        return web.Response(status=answer.status, body=body, headers=headers)
-    response = web.StreamResponse(status=answer.status, headers=headers)
+    if not answer.stream:  # the response copies the entry's prebuilt headers; this call's are added to the copy
+        whole = web.Response(status=answer.status, body=body, headers=answer.header_map)
+        gateway_headers(whole.headers, ex)
+        return whole
+    response = web.StreamResponse(status=answer.status, headers=answer.header_map)
+    gateway_headers(response.headers, ex)
     await response.prepare(request)
     for chunk in answer.chunks:
         await response.write(chunk)

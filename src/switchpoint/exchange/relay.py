@@ -23,8 +23,6 @@ _DROP_RESPONSE = frozenset(
     {"connection", "keep-alive", "transfer-encoding", "content-length", "server", "date", "trailer",
      "upgrade", "proxy-authenticate"}
 )  # fmt: skip
-_STEP_HEADERS = frozenset({"cf-aig-step"})
-_ROUTE_HEADERS = frozenset({"cf-aig-model", "cf-aig-provider"})
 _TAIL = 96
 _TAIL_KEPT = 64 * 1024
 
@@ -36,34 +34,6 @@ def response_headers(upstream: Mapping[str, str], ex: Exchange) -> CIMultiDict[s
             out.add(name, value)
     gateway_headers(out, ex)
     return out
-
-
-def gateway_header_items(ex: Exchange, stored: tuple[tuple[str, str], ...] = ()) -> list[tuple[str, str]]:
-    """`stored` (a cached answer's headers, none of them a `RateLimit-*` or id header) followed by what
-    `gateway_headers` adds, as the plain list `web.Response` copies once: a hit's headers without building a
-    multidict only to have aiohttp copy it. A stored `cf-aig-step` / `cf-aig-model` / `cf-aig-provider`
-    gives way to this call's own, as `gateway_headers` replaces it."""
-    step = ex.surface == "universal" and ex.step is not None
-    routed = ex.route is not None
-    if stored and (step or routed):
-        replaced = (_STEP_HEADERS if step else frozenset()) | (_ROUTE_HEADERS if routed else frozenset())
-        items = [item for item in stored if item[0].lower() not in replaced]
-    else:
-        items = list(stored)
-    if ex.cache_status is not None:
-        items.append(("cf-aig-cache-status", ex.cache_status))
-    if ex.rate is not None:
-        items.extend(ex.rate.headers().items())
-    log_id = ex.log_id
-    items.append(("cf-aig-log-id", log_id))
-    items.append(("cf-aig-request-id", log_id))
-    items.append(("cf-aig-event-id", ex.options.event_id or log_id))
-    if step:
-        items.append(("cf-aig-step", str(ex.step)))
-    if routed:
-        items.append(("cf-aig-model", ex.model or ""))
-        items.append(("cf-aig-provider", ex.provider or ""))
-    return items
 
 
 def gateway_headers(out: CIMultiDict[str], ex: Exchange) -> None:
