@@ -411,6 +411,19 @@ async def test_a_published_answer_is_a_hit_until_its_ttl() -> None:
     assert await cache.lookup("k") is None
 
 
+async def test_a_flight_entered_without_async_with_holds_nothing_on_a_hit_and_releases_a_miss() -> None:
+    cache = ResponseCache(MemoryState())
+    miss = await cache.flight("k", CacheDirective(60)).enter()
+    assert miss.answer is None and "k" in cache._flights  # the first miss is the one waited for
+    waiter = asyncio.ensure_future(cache.flight("k", CacheDirective(60)).enter())
+    await asyncio.sleep(0)
+    await miss.publish(ok())
+    miss.release()
+    assert (await waiter).answer == ok() and not cache._flights
+    hit = await cache.flight("k", CacheDirective(60)).enter()
+    assert hit.status == "HIT" and hit.answer == ok() and not cache._flights
+
+
 class Clock:
     def __init__(self) -> None:
         self.now = 1_800_000_000.0

@@ -223,8 +223,13 @@ class Flight:
         self.answer: CachedAnswer | None = None
 
     async def __aenter__(self) -> Flight:
-        """Look the key up first, then join a running call or become the one: no await separates the
-        check from the registration, so identical misses still coalesce, and a hit registers nothing."""
+        return await self.enter()
+
+    async def enter(self) -> Flight:
+        """`async with`'s entry, for callers that `release` themselves (a hit holds nothing to release, so
+        its caller may skip that). Look the key up first, then join a running call or become the one: no
+        await separates the check from the registration, so identical misses still coalesce, and a hit
+        registers nothing."""
         if self._directive.skip_lookup:
             return self
         flights = self._cache._flights
@@ -242,9 +247,10 @@ class Flight:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        self._release()
+        self.release()
 
-    def _release(self) -> None:
+    def release(self) -> None:
+        """Unregister this call's flight, if it registered one (waiters still waiting get None)."""
         future = self._future
         if future is not None:
             self._future = None

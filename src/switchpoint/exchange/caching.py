@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from multidict import CIMultiDictProxy
 
-from switchpoint.cache import VARY_HEADERS, CachedAnswer, cache_key, credential_identity
+from switchpoint.cache import HIT, MISS, VARY_HEADERS, CachedAnswer, cache_key, credential_identity
 from switchpoint.exchange.core import Exchange, Target
 from switchpoint.exchange.pipeline import KEY_SLOTS, upstream_headers
 from switchpoint.exchange.relay import gateway_headers
@@ -39,10 +39,13 @@ async def run_cached(ex: Exchange, request: web.Request, key: str, run: Run) -> 
     if directive is None:
         return await run()
     cache = ex.runtime.cache
-    async with cache.flight(key, directive) as flight:
-        ex.cache_status = flight.status
-        if flight.answer is not None:
-            return await replay(ex, request, flight.answer)
+    flight = await cache.flight(key, directive).enter()
+    answer = flight.answer
+    if answer is not None:  # a hit registered no flight: nothing to release
+        ex.cache_status = HIT
+        return await replay(ex, request, answer)
+    ex.cache_status = MISS
+    try:
         ex.recorder = cache.recorder()
         try:
             response = await run()
@@ -50,6 +53,8 @@ async def run_cached(ex: Exchange, request: web.Request, key: str, run: Run) -> 
             await flight.publish(None)
             raise
         await flight.publish(_cacheable(ex))
+    finally:
+        flight.release()
     return response
 
 
