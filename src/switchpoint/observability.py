@@ -46,7 +46,6 @@ TOKEN_DIRECTIONS = (
     ("cache_write_tokens", "cache_write"),
     ("reasoning_tokens", "reasoning"),
 )
-_TOKEN_FIELDS = tuple((index, field) for index, (field, _) in enumerate(TOKEN_DIRECTIONS))
 # `error_kind` values (snake_case GatewayError names) that are the gateway's own limits
 LIMIT_KINDS = {"rate_limited": "rate_limit", "budget_exceeded": "budget"}
 NONE = "none"
@@ -162,63 +161,27 @@ class _FastHistogram:
             self.buckets[bisect_left(self.bounds, seconds)](1)
 
 
-def _plain(child: Any) -> Any:
-    """The child's single-process float value, which `Metrics.observe` adds to in place (no call, no mutex:
-    every increment comes from the event loop's one thread and a scrape reads on that thread too); None
-    when it is anything else (a multiprocess file value, or internals that moved)."""
-    return _plain_value(getattr(child, "_value", None))
-
-
-def _plain_value(value: Any) -> Any:
-    return value if type(value) is values.MutexValue and type(getattr(value, "_value", None)) is float else None
-
-
-def _plain_histogram(child: Histogram) -> tuple[list[float], list[Any], Any] | None:
-    """(upper bounds, bucket values, sum value) of a histogram child whose values are all `_plain`."""
-    bounds = getattr(child, "_upper_bounds", None)
-    buckets = getattr(child, "_buckets", None)
-    total = getattr(child, "_sum", None)
-    if bounds is None or buckets is None or total is None:
-        return None
-    kept = [_plain_value(value) for value in (*buckets, total)]
-    if any(value is None for value in kept):
-        return None
-    return list(bounds), kept[:-1], kept[-1]
-
-
 class _Series:
-    """The children of every per-call metric for one (gateway, provider, model, status). `raw` holds, when
-    every child is a plain single-process value, those values for `Metrics.observe` to add to in place:
-    (requests, duration, ttfb, cost, cache hits), each histogram as `_plain_histogram` gives it."""
+    """The children of every per-call metric for one (gateway, provider, model, status)."""
 
     __slots__ = (
-        "cache_hits", "cost", "duration", "failed", "gateway", "metrics", "model", "provider", "raw",
-        "raw_tokens", "requests", "tokens", "ttfb",
+        "cache_hits", "cost", "duration", "failed", "gateway", "metrics", "model", "provider", "requests", "tokens",
+        "ttfb",
     )  # fmt: skip
 
     def __init__(self, metrics: Metrics, gateway: str, provider: str, model: str, status: object) -> None:
         self.metrics, self.gateway, self.provider, self.model = metrics, gateway, provider, model
-        requests = metrics.requests.labels(gateway, provider, model, _status_class(status))
-        duration = metrics.duration.labels(gateway, provider)
-        ttfb = metrics.first_byte.labels(gateway, provider)
-        cost = metrics.cost.labels(gateway, provider, model)
-        cache_hits = metrics.cache_hits.labels(gateway)
-        self.requests = _adder(requests)
-        self.duration = _FastHistogram(duration)
-        self.ttfb = _FastHistogram(ttfb)
+        self.requests = _adder(metrics.requests.labels(gateway, provider, model, _status_class(status)))
+        self.duration = _FastHistogram(metrics.duration.labels(gateway, provider))
+        self.ttfb = _FastHistogram(metrics.first_byte.labels(gateway, provider))
         self.tokens: list[Add | None] = [None] * len(TOKEN_DIRECTIONS)  # bound on first use
-        self.raw_tokens: list[Any] = [None] * len(TOKEN_DIRECTIONS)
-        self.cost = _adder(cost)
-        self.cache_hits = _adder(cache_hits)
+        self.cost = _adder(metrics.cost.labels(gateway, provider, model))
+        self.cache_hits = _adder(metrics.cache_hits.labels(gateway))
         self.failed = not (isinstance(status, int) and 100 <= status < 400)
-        raw = (_plain(requests), _plain_histogram(duration), _plain_histogram(ttfb), _plain(cost), _plain(cache_hits))
-        self.raw = raw if all(part is not None for part in raw) else None
 
     def token_adder(self, index: int) -> Add:
         labels = (self.gateway, self.provider, self.model, TOKEN_DIRECTIONS[index][1])
-        child = self.metrics.tokens.labels(*labels)
-        self.raw_tokens[index] = _plain(child)
-        add = self.tokens[index] = _adder(child)
+        add = self.tokens[index] = _adder(self.metrics.tokens.labels(*labels))
         return add
 
 
@@ -337,10 +300,6 @@ class Metrics:
         series = self._series.get(key)
         if series is None:
             series = self._bind(key)
-        raw = series.raw
-        if raw is not None:
-            self._observe_raw(series, raw, record)
-            return
         series.requests(1)
         duration = record.get("duration_ms")
         if duration is not None and duration >= 0:
@@ -358,39 +317,6 @@ class Metrics:
         if record.get("cached"):
             series.cache_hits(1)
         if series.failed or record.get("error") is not None:
-            self._count_error(series, record)
-
-    def _observe_raw(self, series: _Series, raw: tuple[Any, ...], record: Mapping[str, Any]) -> None:
-        """`observe` for a series of plain values: the same counts, added in place."""
-        get = record.get
-        requests, duration_histogram, ttfb_histogram, cost_value, hits = raw
-        requests._value += 1
-        duration = get("duration_ms")
-        if duration is not None and duration >= 0:
-            bounds, buckets, total = duration_histogram
-            seconds = duration / 1000
-            total._value += seconds
-            buckets[bisect_left(bounds, seconds)]._value += 1
-        ttfb = get("ttfb_ms")
-        if ttfb is not None and ttfb >= 0:
-            bounds, buckets, total = ttfb_histogram
-            seconds = ttfb / 1000
-            total._value += seconds
-            buckets[bisect_left(bounds, seconds)]._value += 1
-        for index, field in _TOKEN_FIELDS:
-            count = get(field)
-            if count and count > 0:
-                value = series.raw_tokens[index]
-                if value is not None:
-                    value._value += count
-                else:
-                    (series.tokens[index] or series.token_adder(index))(count)
-        cost = get("cost")
-        if cost and cost > 0:
-            cost_value._value += cost
-        if get("cached"):
-            hits._value += 1
-        if series.failed or get("error") is not None:
             self._count_error(series, record)
 
     def _bind(self, key: tuple[Any, Any, Any, Any]) -> _Series:
