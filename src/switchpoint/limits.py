@@ -159,8 +159,7 @@ class Limits:
             return None
         if self._failing:
             self._available("rate_limit")
-        reset = math.ceil(decision.reset_s)  # RateDecision.of, inlined
-        result = RateDecision(int(decision.limit), int(decision.remaining + EPSILON), reset if reset > 1 else 1)
+        result = RateDecision.of(decision)
         if not decision.allowed:
             raise RateLimitExceeded(result)
         return result

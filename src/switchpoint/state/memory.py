@@ -11,7 +11,7 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 
-from switchpoint.state.base import EPSILON, Charge, Decision, fits, slot_ms
+from switchpoint.state.base import Charge, Decision, fits, slot_ms
 
 _SWEEP_EVERY_MS = 60_000
 
@@ -41,19 +41,6 @@ class _Fixed:
 
     def reset_ms(self, now_ms: int, amount: float, limit: float, ok: bool) -> int:
         return (now_ms // self.window_ms + 1) * self.window_ms - now_ms
-
-    def check(self, amount: float, limit: float, now_ms: int, take: bool) -> tuple[bool, float, int]:
-        """`used_at`, `fits`, `add` (when it fits and `take`) and `reset_ms` in one call: the hot path.
-        Returns (fits, what is left, reset in ms)."""
-        window_ms = self.window_ms
-        index = now_ms // window_ms
-        used = self.used if self.index == index else 0.0
-        fit = used + amount <= limit + EPSILON if amount > 0 else used + EPSILON < limit
-        if fit and take:
-            self.index = index
-            used = self.used = used + amount
-        left = limit - used
-        return fit, left if left > 0 else 0.0, (index + 1) * window_ms - now_ms
 
     def expired(self, now_ms: int) -> bool:
         return (self.index + 1) * self.window_ms <= now_ms
@@ -113,29 +100,6 @@ class _Sliding:
                 return (int(slot) + 1) * length + window_ms - now_ms
         return window_ms
 
-    def check(self, amount: float, limit: float, now_ms: int, take: bool) -> tuple[bool, float, int]:
-        """As `_Fixed.check`: the hot path in one call."""
-        length, slots = self.length, self.slots
-        low = (now_ms - self.window_ms) // length
-        while slots and slots[0][0] < low:
-            self.used -= slots.popleft()[1]
-        used = self.used if slots else 0.0
-        fit = used + amount <= limit + EPSILON if amount > 0 else used + EPSILON < limit
-        if not fit:
-            self.used = used
-            return False, limit - used if limit > used else 0.0, self.reset_ms(now_ms, amount, limit, False)
-        slot = now_ms // length
-        if take:
-            if slots and slots[-1][0] >= slot:
-                slots[-1][1] += amount
-            else:
-                slots.append([slot, amount])
-            used += amount
-        self.used = used
-        oldest = slots[0][0] if slots and slots[0][0] < slot else slot
-        left = limit - used
-        return True, left if left > 0 else 0.0, int(oldest + 1) * length + self.window_ms - now_ms
-
     def expired(self, now_ms: int) -> bool:
         return not self.slots or (int(self.slots[-1][0]) + 1) * self.length + self.window_ms <= now_ms
 
@@ -169,8 +133,10 @@ class MemoryState:
             self._sweep(now_ms)
         if len(charges) == 1:  # the hot path: one rate limit or one spend rule
             charge = charges[0]
-            fit, left, reset_ms = self._entry(charge).check(charge.amount, charge.limit, now_ms, take)
-            return [Decision(fit, charge.limit, left, reset_ms / 1000, at)]
+            entry = self._entry(charge)
+            used = entry.used_at(now_ms)
+            fit = fits(used, charge.amount, charge.limit)
+            return [_decide(entry, charge, used, fit, take and fit, now_ms, at)]
         entries = [self._entry(charge) for charge in charges]
         used_all = [entry.used_at(now_ms) for entry in entries]
         fit_all = [fits(u, c.amount, c.limit) for u, c in zip(used_all, charges, strict=True)]
