@@ -28,18 +28,17 @@ async def cached_call(
     ex: Exchange, request: web.Request, target: Target, surface: str, query: str, run: Run
 ) -> web.StreamResponse:
     """`run` the call unless the cache has its answer; identical concurrent misses wait for the first one."""
-    if ex.cache_directive is None:
-        return await run()
-    return await run_cached(ex, request, call_key(ex, request.headers, target, surface, query), run)
+    return await run_cached(ex, request, lambda: call_key(ex, request.headers, target, surface, query), run)
 
 
-async def run_cached(ex: Exchange, request: web.Request, key: str, run: Run) -> web.StreamResponse:
-    """Answer from the entry under `key`, or `run` the call and store its answer (a cacheable call)."""
+async def run_cached(ex: Exchange, request: web.Request, key: Callable[[], str], run: Run) -> web.StreamResponse:
+    """`run` the call, or, when it is cacheable, answer from the entry under `key()` (computed only then)
+    or run it and store its answer."""
     directive = ex.cache_directive
     if directive is None:
         return await run()
     cache = ex.runtime.cache
-    flight = await cache.flight(key, directive).enter()
+    flight = await cache.flight(key(), directive).enter()
     answer = flight.answer
     if answer is not None:  # a hit registered no flight: nothing to release
         ex.cache_status = HIT
@@ -111,8 +110,8 @@ def whole_call_key(ex: Exchange, headers: CIMultiDictProxy[str], surface: str, p
     registry = ex.runtime.registry
     names = _ALL_KEY_HEADERS.get(id(registry))
     if names is None or names[0] is not registry:
-        found = {n.lower() for p in registry.by_slug.values() for n in (p.auth.header, *p.key_headers)}
-        names = _ALL_KEY_HEADERS[id(registry)] = (registry, tuple(sorted(found | set(KEY_SLOTS))))
+        found = {name for provider in registry.by_slug.values() for name in _credential_headers(provider)}
+        names = _ALL_KEY_HEADERS[id(registry)] = (registry, tuple(sorted(found)))
     sent = [",".join(headers.getall(name, ())) or None for name in names[1]]
     credential = credential_identity(ex.token_id, ex.options.byok_alias, *sent)
     custom = ex.cache_directive.custom_key if ex.cache_directive is not None else None

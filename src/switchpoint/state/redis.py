@@ -88,8 +88,6 @@ class RedisState:
             raise StateUnavailable(f"redis: unexpected reply to the counters script: {reply!r}")
         try:
             at = int(fields[0]) / 1000
-            if len(charges) == 1:  # the usual call: one rate limit, or one spend rule
-                return [Decision(fields[1] == b"1", charges[0].limit, float(fields[2]), int(fields[3]) / 1000, at)]
             return [
                 Decision(fields[i] == b"1", charge.limit, float(fields[i + 1]), int(fields[i + 2]) / 1000, at)
                 for charge, i in zip(charges, range(1, len(fields), 3), strict=True)

@@ -39,10 +39,8 @@ async def plan_dynamic(
     async def run() -> web.StreamResponse:
         return await _walk(ex, request, route, obj, kind, client)
 
-    if ex.cache_directive is None:
-        return await run()
-    key = whole_call_key(ex, request.headers, "compat/dynamic/" + client.value, ex.route)
-    return await run_cached(ex, request, key, run)
+    surface = "compat/dynamic/" + client.value
+    return await run_cached(ex, request, lambda: whole_call_key(ex, request.headers, surface, str(ex.route)), run)
 
 
 async def _walk(

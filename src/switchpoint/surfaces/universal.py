@@ -126,9 +126,7 @@ async def _plan(ex: Exchange, request: web.Request) -> web.StreamResponse:
         finally:
             answer.release()
 
-    if ex.cache_directive is None:
-        return await run()
-    return await run_cached(ex, request, whole_call_key(ex, request.headers, "universal", "steps"), run)
+    return await run_cached(ex, request, lambda: whole_call_key(ex, request.headers, "universal", "steps"), run)
 
 
 async def handle(request: web.Request) -> web.StreamResponse:
