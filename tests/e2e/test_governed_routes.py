@@ -8,7 +8,7 @@ from typing import Any
 
 import openai
 
-from tests.e2e.rawhttp import USER, post_json, sent
+from tests.e2e.rawhttp import USER, assert_cf_error, post_json, sent
 from tests.e2e.test_dynamic_routes import add_version, create_route, deploy, deploy_version, model, start_end, wait_live
 from tests.support.stack import GatewayStack
 
@@ -86,6 +86,8 @@ def test_universal_steps_are_cached_whole(stack: GatewayStack) -> None:
 def test_gateway_spend_rule_binds_universal_calls(stack: GatewayStack) -> None:
     cost = {"cf-aig-custom-cost": '{"total_cost": 0.02}'}
     url = stack.url("budget_universal")
-    statuses = [post_json(url, universal_steps("gpt-univ-budget"), cost).status for _ in range(3)]
-    assert statuses == [200, 429, 429]  # 0.02 a call against a 0.03 rule
+    replies = [post_json(url, universal_steps("gpt-univ-budget"), cost) for _ in range(3)]
+    assert [r.status for r in replies] == [200, 429, 429]  # 0.02 a call against a 0.03 rule
+    assert_cf_error(replies[-1], 429, 2041)  # Cloudflare's envelope, as the universal endpoint speaks
+    assert "rule 'u'" in replies[-1].json()["error"][0]["message"]
     assert len(sent(stack, "openai", "gpt-univ-budget")) == 1
