@@ -8,6 +8,7 @@ twice, once with in-process state and once with `redis_url` (a private redis-ser
 
   plain      no limits, no cache                 cache      cache_ttl 3600, every request identical (hits)
   rl         rate limit 10^9 per 60 s (sliding)  rl-budget  that, and a spend rule of 10^9 USD per day
+  cache-nolog  cache hits with collect_logs off: what a hit's log record costs (not a goal)
 
 plus `bare`: a bare aiohttp (uvloop) handler answering the same JSON, the ceiling for any aiohttp server on
 this core, and `bare-proxy`: a minimal aiohttp pass-through to the same upstream, which DESIGN.md puts at
@@ -57,6 +58,7 @@ BODY = {"model": "openai/gpt-4o-mini", "messages": MESSAGES, "temperature": 0.2}
 GATEWAYS: dict[str, dict[str, Any]] = {
     "plain": {},
     "cache": {"cache_ttl": 3600},
+    "cache-nolog": {"cache_ttl": 3600, "collect_logs": False},  # what a hit costs without its log record
     "rl": {"rate_limit": {"limit": 10**9, "window": 60}},
     "rl-budget": {
         "rate_limit": {"limit": 10**9, "window": 60},
@@ -216,10 +218,14 @@ def serve_bare(port: int, up: str) -> None:
 # ---------------------------------------------------------------- profile
 
 
-def profile(pid: int, url: str, headers: dict[str, str], seconds: int, tmp: str, name: str, rate: int = 100) -> str:
-    """py-spy on the server while wrk loads it (`rate` samples a second); the raw (folded) profile's path."""
+def profile(
+    pid: int, url: str, headers: dict[str, str], seconds: int, tmp: str, name: str, rate: int = 100, gil: bool = False
+) -> str:
+    """py-spy on the server while wrk loads it (`rate` samples a second; `gil`: only the thread holding the
+    GIL, so threads waiting on it or in C code that released it are not counted); the raw profile's path."""
     out = os.path.join(tmp, f"profile-{name.replace('@', '-').replace('+', '-')}.txt")
-    _harness.py_spy(pid, out, seconds, lambda: wrk(url, headers, 64, seconds + 1, tmp), args=("-r", str(rate)))
+    args = ("-r", str(rate), *(("--gil",) if gil else ()))
+    _harness.py_spy(pid, out, seconds, lambda: wrk(url, headers, 64, seconds + 1, tmp), args=args)
     return out
 
 
@@ -248,7 +254,7 @@ def check(name: str, url: str, headers: dict[str, str]) -> None:
     status, got = post(url, headers)
     if status != 200:
         sys.exit(f"{name}: the first call answered {status}")
-    if name.startswith("cache@"):
+    if name.startswith("cache"):
         status, got = post(url, headers)
         if got.get("cf-aig-cache-status") != "HIT":
             sys.exit(f"{name}: the second identical call was not a cache HIT ({got.get('cf-aig-cache-status')})")
@@ -268,6 +274,7 @@ def main() -> None:
     )
     ap.add_argument("--only", help="comma-separated scenarios to run (e.g. plain@memory,rl@memory); default: all")
     ap.add_argument("--profile-rate", type=int, default=100, help="py-spy samples per second (more: finer, slower)")
+    ap.add_argument("--profile-gil", action="store_true", help="py-spy samples only the thread holding the GIL")
     a = ap.parse_args()
     _harness.require_tools("wrk", "nginx", "redis-server", "taskset")
     dur, warm = (3, 1) if a.quick else (10, 2)
@@ -305,7 +312,7 @@ def main() -> None:
                 print(line, file=sys.stderr, flush=True)
         for name in a.profile:
             url, headers, pid = found[name]
-            profiles.append(summarize_profile(profile(pid, url, headers, 8, tmp, name, a.profile_rate)))
+            profiles.append(summarize_profile(profile(pid, url, headers, 8, tmp, name, a.profile_rate, a.profile_gil)))
     finally:
         _harness.stop_all()
     if results["rounds"]:
