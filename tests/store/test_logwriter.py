@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import event, insert, select
-from sqlalchemy.exc import OperationalError
+from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from switchpoint.store import db
@@ -44,19 +42,6 @@ async def wait_until(cond: Callable[[], bool], within_s: float = 10.0) -> None:
     while not cond():
         assert time.monotonic() < deadline, "condition not reached in time"
         await asyncio.sleep(0.02)
-
-
-def fail_inserts(engine: AsyncEngine, count: int) -> list[int]:
-    """Make the next `count` INSERTs into logs fail as a real driver error would; returns the failure tally."""
-    failures = [0]
-
-    @event.listens_for(engine.sync_engine, "before_cursor_execute")
-    def _fail(_conn: Any, _cur: Any, statement: str, _params: Any, _ctx: Any, _many: bool) -> None:
-        if statement.startswith("INSERT INTO logs") and failures[0] < count:
-            failures[0] += 1
-            raise OperationalError(statement, None, sqlite3.OperationalError("disk I/O error (injected)"))
-
-    return failures
 
 
 @pytest.fixture
@@ -132,23 +117,6 @@ async def test_store_outage_spools_then_drains(
     assert await stored(down_engine) == by_id(records)
     await writer.close()
     assert writer.counters["spool_bytes"] == 0 and list(spool.parent.iterdir()) == []
-
-
-async def test_failed_inserts_are_replayed_exactly_once(
-    aengine: AsyncEngine, spool: Path, make_record: Factory
-) -> None:
-    failures = fail_inserts(aengine, 3)
-    records = [make_record(i) for i in range(40)]
-    writer = LogWriter(aengine, spool, batch_size=10, flush_interval=0.01)
-    await writer.start()
-    for r in records:
-        writer.submit(r)
-    await writer.close()
-    assert failures == [3]
-    assert await stored(aengine) == by_id(records)
-    c = writer.counters
-    assert (c["accepted"], c["written"], c["dropped"], c["spool_bytes"]) == (40, 40, 0, 0)
-    assert c["spooled"] >= 10
 
 
 async def test_full_queue_spills_to_spool(aengine: AsyncEngine, spool: Path, make_record: Factory) -> None:

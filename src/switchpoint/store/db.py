@@ -21,7 +21,7 @@ from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event, make_url, text
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import URL, Connection
 from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -41,7 +41,7 @@ PG_CONNECT_TIMEOUT_S = 5
 # Serializes concurrent upgrades of one PostgreSQL database (an arbitrary, fixed advisory-lock key).
 _PG_MIGRATION_LOCK = 0x53574954
 # busy_timeout first, so the pragmas after it wait for a lock instead of failing at once
-_PRAGMAS = ("PRAGMA busy_timeout=5000", "PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL")
+SQLITE_PRAGMAS = ("PRAGMA busy_timeout=5000", "PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL")
 
 
 # The database is unreachable or unusable as a whole (rather than refusing a statement).
@@ -102,7 +102,7 @@ def _json_dumps(value: Any) -> str:
 def _set_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     try:
-        for pragma in _PRAGMAS:
+        for pragma in SQLITE_PRAGMAS:
             cursor.execute(pragma)
     finally:
         cursor.close()
@@ -143,8 +143,9 @@ def ensure_data_dir(data_dir: Path) -> None:
     data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
 
 
-def _sqlite_file(sync_url: str) -> Path | None:
-    database = make_url(sync_url).database
+def sqlite_file(url: str | URL) -> Path | None:
+    """The file a SQLite URL names; None for an in-memory or `file:` URI database."""
+    database = make_url(url).database
     if not database or database == ":memory:" or database.startswith("file:"):
         return None
     return Path(database)
@@ -197,7 +198,7 @@ def migrate(urls: StoreUrls) -> None:
     On PostgreSQL a transaction-scoped advisory lock does the same across processes and hosts.
     """
     ensure_data_dir(urls.data_dir)
-    path = _sqlite_file(urls.sync_url) if urls.is_sqlite else None
+    path = sqlite_file(urls.sync_url) if urls.is_sqlite else None
     if path is None:
         _upgrade(urls)
         return

@@ -1,9 +1,10 @@
 """How a batch of log records reaches the driver: the cheapest statement each backend offers for it.
 
-SQLite takes one multi-row INSERT per batch (one statement step, so the writer thread releases and retakes
-the GIL once per batch instead of once per row); PostgreSQL takes a binary COPY. Both skip ids already
-stored (`ON CONFLICT (id) DO NOTHING`; COPY falls back to that INSERT when it fails), so a batch replayed
-after a doubt (cancelled mid-commit, spooled, replayed) is never duplicated and never fails for it.
+SQLite takes multi-row INSERTs of up to 64 rows (one statement step each, so the thread running them
+releases and retakes the GIL once per slice instead of once per row), run by `sqlite_batches` on its own
+connection, or here through SQLAlchemy for an in-memory database; PostgreSQL takes a binary COPY. Both skip
+ids already stored (`ON CONFLICT (id) DO NOTHING`; COPY falls back to that INSERT when it fails), so a batch
+replayed after a doubt (cancelled mid-commit, spooled, replayed) is never duplicated and never fails for it.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ _CUSTOM_COST = LOG_COLUMNS.index("custom_cost")
 # and asyncpg encodes a COPY on the loop, so a call arriving meanwhile waits for one slice, not the batch.
 # (SQLite binds at most 32766 parameters in one statement, 999 before 3.32.)
 _SLICE_ROWS = 64
-_SQLITE_MAX_ROWS = min(_SLICE_ROWS, (32766 if sqlite3.sqlite_version_info >= (3, 32, 0) else 999) // _WIDTH)
+SQLITE_SLICE_ROWS = min(_SLICE_ROWS, (32766 if sqlite3.sqlite_version_info >= (3, 32, 0) else 999) // _WIDTH)
 _NAMES = ", ".join(LOG_COLUMNS)
 _SKIP_STORED = " ON CONFLICT (id) DO NOTHING"
 _PG_INSERT = f"INSERT INTO logs ({_NAMES}) VALUES ({', '.join(f'${i}' for i in range(1, _WIDTH + 1))}){_SKIP_STORED}"
@@ -44,19 +45,32 @@ def driver_row(record: Record) -> list[Any]:
     return row
 
 
+def sqlite_params(records: Sequence[Record]) -> list[Any]:
+    """`driver_row` of each record, in one flat list for a multi-row INSERT: the values are laid end to end
+    and fixed up by stride, which costs about a quarter less than a list per row (measured)."""
+    params: list[Any] = []
+    extend = params.extend
+    for record in records:
+        extend(map(record.get, LOG_COLUMNS))
+    for i in range(_METADATA, len(params), _WIDTH):
+        if (metadata := params[i]) is not None:
+            params[i] = orjson.dumps(metadata).decode()
+    for i in range(_CUSTOM_COST, len(params), _WIDTH):
+        if params[i] is None:
+            params[i] = False
+    return params
+
+
 @functools.lru_cache(maxsize=32)
-def _sqlite_insert(count: int) -> str:
+def sqlite_insert(count: int) -> str:
     one = "(" + ", ".join("?" * _WIDTH) + ")"
     return f"INSERT INTO logs ({_NAMES}) VALUES {', '.join([one] * count)}{_SKIP_STORED}"
 
 
 async def _sqlite(conn: AsyncConnection, records: Sequence[Record]) -> None:
-    for start in range(0, len(records), _SQLITE_MAX_ROWS):
-        chunk = records[start : start + _SQLITE_MAX_ROWS]
-        params: list[Any] = []
-        for record in chunk:
-            params += driver_row(record)
-        await conn.exec_driver_sql(_sqlite_insert(len(chunk)), tuple(params))
+    for start in range(0, len(records), SQLITE_SLICE_ROWS):
+        chunk = records[start : start + SQLITE_SLICE_ROWS]
+        await conn.exec_driver_sql(sqlite_insert(len(chunk)), tuple(sqlite_params(chunk)))
 
 
 async def _postgresql(conn: AsyncConnection, records: Sequence[Record], copy: bool) -> None:

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import sqlite3
 import time
 from collections import deque
 from pathlib import Path
@@ -18,7 +19,8 @@ from typing import Protocol
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from switchpoint.store.db import is_db_down
+from switchpoint.store import sqlite_batches
+from switchpoint.store.db import is_db_down, sqlite_file
 from switchpoint.store.logrows import insert_records
 from switchpoint.store.spool import (
     Record,
@@ -29,6 +31,7 @@ from switchpoint.store.spool import (
     read_chunk,
     write_all,
 )
+from switchpoint.store.sqlite_batches import SqliteBatches
 
 __all__ = ["Capacity", "LogWriter", "Record", "decode_record", "encode_record"]
 
@@ -36,6 +39,12 @@ _log = logging.getLogger("switchpoint.logs")
 _BACKOFF_MIN = 0.5
 _BACKOFF_MAX = 10.0
 _DROP_LOG_EVERY_S = 10.0
+# What a failed insert raises: through SQLAlchemy, or from the SQLite writer thread's own connection.
+_STORE_ERRORS = (SQLAlchemyError, sqlite3.Error)
+
+
+def _is_down(exc: BaseException) -> bool:
+    return sqlite_batches.is_down(exc) if isinstance(exc, sqlite3.Error) else is_db_down(exc)
 
 
 class Capacity(Protocol):
@@ -63,6 +72,9 @@ class LogWriter:
         capacity: Capacity | None = None,
     ) -> None:
         self._engine = engine
+        # A SQLite file gets a writer thread of its own; PostgreSQL (and in-memory SQLite) the engine.
+        path = sqlite_file(engine.url) if engine.dialect.name == "sqlite" else None
+        self._sqlite = SqliteBatches(path) if path is not None else None
         self._capacity = capacity
         self._last_drop_log = -_DROP_LOG_EVERY_S
         self._spool = Path(spool_path)
@@ -122,6 +134,8 @@ class LogWriter:
         except TimeoutError:
             _log.warning("log writer closed before the store took everything; the rest stays in %s", self._spool)
         await self._stop_tasks()
+        if self._sqlite is not None:
+            await self._sqlite.close()
         self._closed = True
 
     async def _stop_tasks(self) -> None:
@@ -194,8 +208,8 @@ class LogWriter:
         if admitted:
             try:
                 written = await self._insert(rows[:admitted], dedupe=dedupe)
-            except SQLAlchemyError as exc:
-                if is_db_down(exc):
+            except _STORE_ERRORS as exc:
+                if _is_down(exc):
                     raise
                 written = await self._store_each(rows[:admitted])  # the store refused a record: set it aside
         if admitted < len(rows):
@@ -209,8 +223,8 @@ class LogWriter:
         for row in rows:
             try:
                 written += await self._insert([row], dedupe=True)
-            except SQLAlchemyError as exc:
-                if is_db_down(exc):
+            except _STORE_ERRORS as exc:
+                if _is_down(exc):
                     raise
                 self._reject(encode_record(row), f"{row.get('id')}: {exc}")
         return written
@@ -226,6 +240,9 @@ class LogWriter:
 
     async def _insert(self, rows: list[Record], *, dedupe: bool) -> int:
         """One transaction, one statement (per backend limit); `dedupe`: a replay, whose ids may be stored."""
+        if self._sqlite is not None:
+            await self._sqlite.insert(rows)
+            return len(rows)
         async with self._engine.begin() as conn:
             await insert_records(conn, rows, replay=dedupe)
         return len(rows)
