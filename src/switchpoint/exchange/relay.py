@@ -40,7 +40,7 @@ def gateway_headers(out: CIMultiDict[str], ex: Exchange) -> None:
     if ex.cache_status is not None:
         out["cf-aig-cache-status"] = ex.cache_status
     if ex.rate is not None:
-        out.update(ex.rate.headers())
+        ex.rate.write_headers(out)
     out["cf-aig-log-id"] = ex.log_id
     out["cf-aig-request-id"] = ex.log_id
     out["cf-aig-event-id"] = ex.event_id

@@ -11,9 +11,13 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 
-from switchpoint.state.base import Charge, Decision, fits, slot_ms
+from switchpoint.state.base import EPSILON, Charge, Decision, fits, slot_ms
 
 _SWEEP_EVERY_MS = 60_000
+
+
+# NamedTuple's own __new__ is a Python function; building the tuple directly skips that call on every check.
+_new_decision = tuple.__new__
 
 
 class _Fixed:
@@ -26,21 +30,30 @@ class _Fixed:
         self.index = -1
         self.used = 0.0
 
-    def used_at(self, now_ms: int) -> float:
-        return self.used if self.index == now_ms // self.window_ms else 0.0
+    def check(self, amount: float, limit: float, now_ms: int, take: bool, at: float) -> Decision:
+        """Does `amount` fit (`fits`), and take it when it does and `take`; one call on the hot path."""
+        window_ms = self.window_ms
+        index = now_ms // window_ms
+        used = self.used if self.index == index else 0.0
+        fit = used + amount <= limit + EPSILON if amount > 0 else used + EPSILON < limit
+        if fit and take:
+            self.index = index
+            used = self.used = used + amount
+        left = limit - used
+        reset_s = ((index + 1) * window_ms - now_ms) / 1000
+        return _new_decision(Decision, (fit, limit, left if left > 0 else 0.0, reset_s, at))
 
-    def add(self, amount: float, now_ms: int) -> None:
-        index = now_ms // self.window_ms
-        if self.index != index:
-            self.index, self.used = index, 0.0
-        self.used += amount
-
-    def give_back(self, amount: float, at_ms: int, now_ms: int) -> None:
-        if self.index == at_ms // self.window_ms:
-            self.used = max(0.0, self.used - amount)
-
-    def reset_ms(self, now_ms: int, amount: float, limit: float, ok: bool) -> int:
-        return (now_ms // self.window_ms + 1) * self.window_ms - now_ms
+    def settle(self, amount: float, at_ms: int, now_ms: int) -> None:
+        """Give back `amount` if the window it was taken in (`at_ms`) is still current; a negative amount
+        is added now, unchecked."""
+        if amount < 0:
+            index = now_ms // self.window_ms
+            if self.index != index:
+                self.index, self.used = index, 0.0
+            self.used -= amount
+        elif self.index == at_ms // self.window_ms:
+            used = self.used - amount
+            self.used = used if used > 0 else 0.0
 
     def expired(self, now_ms: int) -> bool:
         return (self.index + 1) * self.window_ms <= now_ms
@@ -57,7 +70,7 @@ class _Sliding:
         self.slots: deque[list[float]] = deque()
         self.used = 0.0
 
-    def used_at(self, now_ms: int) -> float:
+    def _used_at(self, now_ms: int) -> float:
         """Drops the sub-windows that no longer overlap the last `window_ms`, then sums the rest."""
         low = (now_ms - self.window_ms) // self.length
         slots = self.slots
@@ -67,38 +80,57 @@ class _Sliding:
             self.used = 0.0  # no float drift survives an empty window
         return self.used
 
-    def add(self, amount: float, now_ms: int) -> None:
-        slot, slots = now_ms // self.length, self.slots
-        if slots and slots[-1][0] >= slot:  # same sub-window (or a clock that stepped back)
-            slots[-1][1] += amount
-        else:
-            slots.append([slot, amount])
-        self.used += amount
+    def check(self, amount: float, limit: float, now_ms: int, take: bool, at: float) -> Decision:
+        """As `_Fixed.check`. Allowed: the reset is when the oldest counted sub-window drops out."""
+        length, slots = self.length, self.slots
+        used = self._used_at(now_ms)
+        fit = used + amount <= limit + EPSILON if amount > 0 else used + EPSILON < limit
+        if not fit:
+            reset_s = self._refused_reset_s(now_ms, amount, limit)
+            return _new_decision(Decision, (False, limit, max(0.0, limit - used), reset_s, at))
+        slot = now_ms // length
+        if take:
+            if slots and slots[-1][0] >= slot:  # same sub-window (or a clock that stepped back)
+                slots[-1][1] += amount
+            else:
+                slots.append([slot, amount])
+            used = self.used = used + amount
+        oldest = slots[0][0] if slots and slots[0][0] < slot else slot
+        left = limit - used
+        reset_s = (int(oldest + 1) * length + self.window_ms - now_ms) / 1000
+        return _new_decision(Decision, (True, limit, left if left > 0 else 0.0, reset_s, at))
 
-    def give_back(self, amount: float, at_ms: int, now_ms: int) -> None:
-        self.used_at(now_ms)
+    def _refused_reset_s(self, now_ms: int, amount: float, limit: float) -> float:
+        """Until enough has dropped out for `amount` to fit (a whole window when it never can)."""
+        length, window_ms = self.length, self.window_ms
+        freed = 0.0
+        for slot, held in self.slots:
+            freed += held
+            if fits(self.used - freed, amount, limit):
+                return ((int(slot) + 1) * length + window_ms - now_ms) / 1000
+        return window_ms / 1000
+
+    def settle(self, amount: float, at_ms: int, now_ms: int) -> None:
+        """Give back `amount` from the sub-window it was taken in, if that still counts (never below zero);
+        a negative amount is added now, unchecked."""
+        self._used_at(now_ms)
+        slots = self.slots
+        if amount < 0:
+            slot = now_ms // self.length
+            if slots and slots[-1][0] >= slot:
+                slots[-1][1] -= amount
+            else:
+                slots.append([slot, -amount])
+            self.used -= amount
+            return
         slot = at_ms // self.length
-        for pair in reversed(self.slots):
+        for pair in reversed(slots):
             if pair[0] == slot:
                 given = min(pair[1], amount)
                 pair[1] -= given
                 self.used = max(0.0, self.used - given)
             if pair[0] <= slot:
                 return
-
-    def reset_ms(self, now_ms: int, amount: float, limit: float, ok: bool) -> int:
-        """Allowed: until the oldest counted sub-window drops out. Refused: until enough has dropped out
-        for `amount` to fit (a whole window when it never can)."""
-        length, window_ms, slots = self.length, self.window_ms, self.slots
-        if ok:
-            oldest = min(int(slots[0][0]), now_ms // length) if slots else now_ms // length
-            return (oldest + 1) * length + window_ms - now_ms
-        freed = 0.0
-        for slot, held in slots:
-            freed += held
-            if fits(self.used - freed, amount, limit):
-                return (int(slot) + 1) * length + window_ms - now_ms
-        return window_ms
 
     def expired(self, now_ms: int) -> bool:
         return not self.slots or (int(self.slots[-1][0]) + 1) * self.length + self.window_ms <= now_ms
@@ -121,7 +153,16 @@ class MemoryState:
     # -- counters ------------------------------------------------------------------------------------
 
     async def consume(self, charges: Sequence[Charge], now: float | None = None) -> list[Decision]:
-        return self._check(charges, now, take=True)
+        if len(charges) != 1:
+            return self._check(charges, now, take=True)
+        # the hot path, one rate limit or one spend rule: `_check` without its calls
+        at = self._clock() if now is None else now
+        now_ms = int(at * 1000)
+        if now_ms >= self._sweep_at:
+            self._sweep(now_ms)
+        key, amount, limit, window_s, technique = charges[0]
+        entry = self._counters.get((technique, window_s, key)) or self._entry(key, window_s, technique)
+        return [entry.check(amount, limit, now_ms, True, at)]
 
     async def peek(self, charges: Sequence[Charge], now: float | None = None) -> list[Decision]:
         return self._check(charges, now, take=False)
@@ -131,48 +172,39 @@ class MemoryState:
         now_ms = int(at * 1000)
         if now_ms >= self._sweep_at:
             self._sweep(now_ms)
-        if len(charges) == 1:  # the hot path: one rate limit or one spend rule
-            charge = charges[0]
-            entry = self._entry(charge)
-            used = entry.used_at(now_ms)
-            fit = fits(used, charge.amount, charge.limit)
-            return [_decide(entry, charge, used, fit, take and fit, now_ms, at)]
-        entries = [self._entry(charge) for charge in charges]
-        used_all = [entry.used_at(now_ms) for entry in entries]
-        fit_all = [fits(u, c.amount, c.limit) for u, c in zip(used_all, charges, strict=True)]
-        applied = take and all(fit_all)
-        return [
-            _decide(entry, charge, used, fit, applied, now_ms, at)
-            for entry, charge, used, fit in zip(entries, charges, used_all, fit_all, strict=True)
-        ]
+        entries = [self._entry(c.key, c.window_s, c.technique) for c in charges]
+        decisions = [e.check(c.amount, c.limit, now_ms, False, at) for e, c in zip(entries, charges, strict=True)]
+        if take and all(d.allowed for d in decisions):  # all or none: each is added as checked above
+            for entry, charge in zip(entries, charges, strict=True):
+                entry.settle(-charge.amount, now_ms, now_ms)
+            decisions = [
+                d._replace(remaining=max(0.0, d.remaining - c.amount)) for d, c in zip(decisions, charges, strict=True)
+            ]
+        return decisions
 
     async def refund(self, charges: Sequence[Charge], at: float, now: float | None = None) -> None:
-        self._refund(charges, at, now)
+        self.refund_soon(charges, at, now)
 
-    def refund_soon(self, charges: Sequence[Charge], at: float) -> None:
-        self._refund(charges, at, None)
+    def refund_soon(self, charges: Sequence[Charge], at: float, now: float | None = None) -> None:
+        """Applied at once (`now` is for tests, as in `refund`)."""
+        now_ms = int((self._clock() if now is None else now) * 1000)
+        at_ms = int(at * 1000)
+        counters = self._counters
+        for key, amount, _, window_s, technique in charges:
+            entry = counters.get((technique, window_s, key)) or self._entry(key, window_s, technique)
+            entry.settle(amount, at_ms, now_ms)
 
     async def flush(self) -> None:
         """Nothing is ever held: `refund_soon` applies at once."""
 
-    def _refund(self, charges: Sequence[Charge], at: float, now: float | None) -> None:
-        now_ms = int((self._clock() if now is None else now) * 1000)
-        at_ms = int(at * 1000)
-        for charge in charges:
-            entry = self._entry(charge)
-            if charge.amount < 0:
-                entry.used_at(now_ms)
-                entry.add(-charge.amount, now_ms)
-            else:
-                entry.give_back(charge.amount, at_ms, now_ms)
-
-    def _entry(self, charge: Charge) -> _Entry:
-        key = (charge.technique, charge.window_s, charge.key)
-        entry = self._counters.get(key)
-        if entry is None:
-            window_ms = charge.window_s * 1000
-            entry = self._counters[key] = _Fixed(window_ms) if charge.technique == "fixed" else _Sliding(window_ms)
-        return entry
+    def _entry(self, key: str, window_s: int, technique: str) -> _Entry:
+        found = self._counters.get((technique, window_s, key))
+        if found is None:
+            window_ms = window_s * 1000
+            found = self._counters[(technique, window_s, key)] = (
+                _Fixed(window_ms) if technique == "fixed" else _Sliding(window_ms)
+            )
+        return found
 
     def _sweep(self, now_ms: int) -> None:
         """Forget counters whose every window is over, so per-token and per-user keys do not pile up."""
@@ -215,12 +247,3 @@ class MemoryState:
         self._counters.clear()
         self._cache.clear()
         self._cache_bytes = 0
-
-
-def _decide(entry: _Entry, charge: Charge, used: float, fit: bool, applied: bool, now_ms: int, at: float) -> Decision:
-    """Add the charge when the whole call is `applied`, and describe the counter for this charge."""
-    if applied:
-        entry.add(charge.amount, now_ms)
-        used += charge.amount
-    reset_ms = entry.reset_ms(now_ms, charge.amount, charge.limit, fit)
-    return Decision(fit, charge.limit, max(0.0, charge.limit - used), reset_ms / 1000, at)
