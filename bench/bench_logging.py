@@ -320,7 +320,10 @@ def _python_pid(pid: int) -> int:
 
 # Frames on the event-loop thread that only logging on runs (queueing and writing records), and those both
 # modes run (the record is built for the metrics whether or not it is stored).
-LOGGING_ONLY = ("LogWriter.", "store/logrows.py", "encode_record", "asyncpg/", "aiosqlite/", "sqlalchemy/")
+LOGGING_ONLY = (
+    "LogWriter.", "store/logrows.py", "store/sqlite_batches.py", "concurrent/futures/thread.py", "encode_record",
+    "asyncpg/", "aiosqlite/", "sqlalchemy/",
+)  # fmt: skip
 BOTH_MODES = ("Exchange.log_record", "Metrics.observe")
 
 
