@@ -34,18 +34,29 @@ _Bucket = tuple[SpendRule, str, float, int, Technique]  # a spend rule's bucket 
 _new = tuple.__new__
 
 
-class RateDecision(NamedTuple):
-    """An admitted call's place in its rate limit, for the `RateLimit-*` response headers."""
+class RateDecision(tuple[bool, float, float, float, float]):
+    """An admitted call's place in its rate limit, for the `RateLimit-*` response headers: the counters'
+    `Decision` as it came (`of` re-tags it without building a new one), read as whole numbers on demand, since
+    most calls only ever turn it into headers."""
 
-    limit: int
-    remaining: int
-    reset_s: int
+    __slots__ = ()
 
     @classmethod
     def of(cls, decision: Decision) -> RateDecision:
-        _, limit, remaining, reset_s, _ = decision
-        reset = math.ceil(reset_s)
-        return _new(cls, (int(limit), int(remaining + EPSILON), reset if reset > 1 else 1))
+        return _new(cls, decision)
+
+    @property
+    def limit(self) -> int:
+        return int(self[1])
+
+    @property
+    def remaining(self) -> int:
+        return int(self[2] + EPSILON)
+
+    @property
+    def reset_s(self) -> int:
+        reset = math.ceil(self[3])
+        return reset if reset > 1 else 1
 
     def headers(self) -> dict[str, str]:
         found: dict[str, str] = {}
@@ -54,10 +65,11 @@ class RateDecision(NamedTuple):
 
     def write_headers(self, out: MutableMapping[str, str]) -> None:
         """Set the three `RateLimit-*` headers in `out` (item by item: the cheapest way into a CIMultiDict)."""
-        limit, remaining, reset_s = self
-        out["RateLimit-Limit"] = str(limit)
-        out["RateLimit-Remaining"] = str(remaining)
-        out["RateLimit-Reset"] = str(reset_s)
+        _, limit, remaining, reset_s, _ = self
+        reset = math.ceil(reset_s)
+        out["RateLimit-Limit"] = str(int(limit))
+        out["RateLimit-Remaining"] = str(int(remaining + EPSILON))
+        out["RateLimit-Reset"] = str(reset if reset > 1 else 1)
 
 
 class RateLimitExceeded(RateLimited):
