@@ -170,13 +170,15 @@ def _units(
     write = usage.cache_write_tokens or 0
     reasoning = min(usage.reasoning_tokens or 0, tokens_out)
     uncached = max(tokens_in - read - write, 0)
-    return (
-        uncached * rate_in
-        + read * rate_read
-        + write * rate_write
-        + (tokens_out - reasoning) * rate_out
-        + reasoning * rate_reason
-    )
+    total = uncached * rate_in + (tokens_out - reasoning) * rate_out
+    # Most answers have no cache or reasoning parts: a Decimal product of zero is skipped, not computed.
+    if read:
+        total += read * rate_read
+    if write:
+        total += write * rate_write
+    if reasoning:
+        total += reasoning * rate_reason
+    return total
 
 
 def _usd(amount: Decimal) -> float:
