@@ -18,6 +18,7 @@ from collections.abc import Mapping, MutableMapping, Sequence
 from typing import Any, NamedTuple
 
 import orjson
+from multidict import istr
 
 from switchpoint.config import FailOpenConfig, GatewayConfig, RateLimitConfig, SpendRule, Technique, metadata_text
 from switchpoint.errors import BudgetExceeded, RateLimited
@@ -30,6 +31,8 @@ _MAX_CACHED_CHARGES = 10_000  # charges kept built, per process (one per gateway
 _Bucket = tuple[SpendRule, str, float, int, Technique]  # a spend rule's bucket for one call, without an amount
 
 
+# As `istr`: a CIMultiDict skips case-folding the name on each set.
+_LIMIT, _REMAINING, _RESET = map(istr, ("RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset"))
 # NamedTuple's own __new__ is a Python function; the checks below build their tuples directly, once a call.
 _new = tuple.__new__
 
@@ -67,9 +70,9 @@ class RateDecision(tuple[bool, float, float, float, float]):
         """Set the three `RateLimit-*` headers in `out` (item by item: the cheapest way into a CIMultiDict)."""
         _, limit, remaining, reset_s, _ = self
         reset = math.ceil(reset_s)
-        out["RateLimit-Limit"] = str(int(limit))
-        out["RateLimit-Remaining"] = str(int(remaining + EPSILON))
-        out["RateLimit-Reset"] = str(reset if reset > 1 else 1)
+        out[_LIMIT] = str(int(limit))
+        out[_REMAINING] = str(int(remaining + EPSILON))
+        out[_RESET] = str(reset if reset > 1 else 1)
 
 
 class RateLimitExceeded(RateLimited):

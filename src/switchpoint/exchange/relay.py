@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from aiohttp import web
-from multidict import CIMultiDict
+from multidict import CIMultiDict, istr
 
 from switchpoint.errors import GatewayError, UpstreamError, UpstreamTruncated
 from switchpoint.exchange.core import MAX_LOGGED_BODY, Exchange, Target
@@ -23,6 +23,10 @@ _DROP_RESPONSE = frozenset(
     {"connection", "keep-alive", "transfer-encoding", "content-length", "server", "date", "trailer",
      "upgrade", "proxy-authenticate"}
 )  # fmt: skip
+# Header names set on every answer, as `istr`: a CIMultiDict then skips case-folding the name on each set.
+CACHE_STATUS, LOG_ID, REQUEST_ID, EVENT_ID = map(
+    istr, ("cf-aig-cache-status", "cf-aig-log-id", "cf-aig-request-id", "cf-aig-event-id")
+)
 _TAIL = 96
 _TAIL_KEPT = 64 * 1024
 
@@ -38,12 +42,11 @@ def response_headers(upstream: Mapping[str, str], ex: Exchange) -> CIMultiDict[s
 
 def gateway_headers(out: CIMultiDict[str], ex: Exchange) -> None:
     if ex.cache_status is not None:
-        out["cf-aig-cache-status"] = ex.cache_status
+        out[CACHE_STATUS] = ex.cache_status
     if ex.rate is not None:
         ex.rate.write_headers(out)
-    out["cf-aig-log-id"] = ex.log_id
-    out["cf-aig-request-id"] = ex.log_id
-    out["cf-aig-event-id"] = ex.event_id
+    out[LOG_ID] = out[REQUEST_ID] = ex.log_id
+    out[EVENT_ID] = ex.event_id
     if ex.surface == "universal" and ex.step is not None:
         out["cf-aig-step"] = str(ex.step)
     if ex.route is not None:  # which model a dynamic route picked
