@@ -7,6 +7,7 @@ sliding windows of 60 sub-windows) exactly as `counters.lua` does, so both backe
 
 from __future__ import annotations
 
+import math
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
@@ -47,10 +48,7 @@ class _Fixed:
         """Give back `amount` if the window it was taken in (`at_ms`) is still current; a negative amount
         is added now, unchecked."""
         if amount < 0:
-            index = now_ms // self.window_ms
-            if self.index != index:
-                self.index, self.used = index, 0.0
-            self.used -= amount
+            self.check(-amount, math.inf, now_ms, True, 0.0)  # an unchecked add: a check against no limit
         elif self.index == at_ms // self.window_ms:
             used = self.used - amount
             self.used = used if used > 0 else 0.0
@@ -113,18 +111,12 @@ class _Sliding:
     def settle(self, amount: float, at_ms: int, now_ms: int) -> None:
         """Give back `amount` from the sub-window it was taken in, if that still counts (never below zero);
         a negative amount is added now, unchecked."""
-        self._used_at(now_ms)
-        slots = self.slots
         if amount < 0:
-            slot = now_ms // self.length
-            if slots and slots[-1][0] >= slot:
-                slots[-1][1] -= amount
-            else:
-                slots.append([slot, -amount])
-            self.used -= amount
+            self.check(-amount, math.inf, now_ms, True, 0.0)  # an unchecked add: a check against no limit
             return
+        self._used_at(now_ms)
         slot = at_ms // self.length
-        for pair in reversed(slots):
+        for pair in reversed(self.slots):
             if pair[0] == slot:
                 given = min(pair[1], amount)
                 pair[1] -= given
@@ -176,7 +168,7 @@ class MemoryState:
         decisions = [e.check(c.amount, c.limit, now_ms, False, at) for e, c in zip(entries, charges, strict=True)]
         if take and all(d.allowed for d in decisions):  # all or none: each is added as checked above
             for entry, charge in zip(entries, charges, strict=True):
-                entry.settle(-charge.amount, now_ms, now_ms)
+                entry.check(charge.amount, math.inf, now_ms, True, at)  # added unchecked: it fit above
             decisions = [
                 d._replace(remaining=max(0.0, d.remaining - c.amount)) for d, c in zip(decisions, charges, strict=True)
             ]
