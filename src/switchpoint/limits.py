@@ -50,16 +50,21 @@ class RateDecision(tuple[bool, float, float, float, float]):
 
     @property
     def limit(self) -> int:
-        return int(self[1])
+        return self.whole()[0]
 
     @property
     def remaining(self) -> int:
-        return int(self[2] + EPSILON)
+        return self.whole()[1]
 
     @property
     def reset_s(self) -> int:
-        reset = math.ceil(self[3])
-        return reset if reset > 1 else 1
+        return self.whole()[2]
+
+    def whole(self) -> tuple[int, int, int]:
+        """(limit, remaining, reset in s) as the headers give them: whole numbers, a reset of at least 1 s."""
+        _, limit, remaining, reset_s, _ = self
+        reset = math.ceil(reset_s)
+        return int(limit), int(remaining + EPSILON), reset if reset > 1 else 1
 
     def headers(self) -> dict[str, str]:
         found: dict[str, str] = {}
@@ -68,11 +73,10 @@ class RateDecision(tuple[bool, float, float, float, float]):
 
     def write_headers(self, out: MutableMapping[str, str]) -> None:
         """Set the three `RateLimit-*` headers in `out` (item by item: the cheapest way into a CIMultiDict)."""
-        _, limit, remaining, reset_s, _ = self
-        reset = math.ceil(reset_s)
-        out[_LIMIT] = str(int(limit))
-        out[_REMAINING] = str(int(remaining + EPSILON))
-        out[_RESET] = str(reset if reset > 1 else 1)
+        limit, remaining, reset_s = self.whole()
+        out[_LIMIT] = str(limit)
+        out[_REMAINING] = str(remaining)
+        out[_RESET] = str(reset_s)
 
 
 class RateLimitExceeded(RateLimited):
