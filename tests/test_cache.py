@@ -447,19 +447,25 @@ async def serve(
         return flight.status, answer
 
 
+class CountingUpstream:
+    """An upstream that answers `answer` after `delay` seconds and counts its calls."""
+
+    def __init__(self, answer: CachedAnswer, delay: float) -> None:
+        self.answer, self.delay, self.calls = answer, delay, 0
+
+    async def __call__(self) -> CachedAnswer:
+        self.calls += 1
+        await asyncio.sleep(self.delay)
+        return self.answer
+
+
 async def test_identical_concurrent_misses_make_one_upstream_call() -> None:
     cache = ResponseCache(MemoryState())
-    calls = 0
     stream = CachedAnswer(200, (("content-type", "text/event-stream"),), SSE_CHUNKS, True)
-
-    async def produce() -> CachedAnswer:
-        nonlocal calls
-        calls += 1
-        await asyncio.sleep(0.05)
-        return stream
+    produce = CountingUpstream(stream, 0.05)
 
     results = await asyncio.gather(*(serve(cache, "same", produce) for _ in range(10)))
-    assert calls == 1
+    assert produce.calls == 1
     assert sorted(status for status, _ in results) == ["HIT"] * 9 + ["MISS"]
     assert all(answer.chunks == SSE_CHUNKS for _, answer in results)
     assert not cache._flights
@@ -475,16 +481,10 @@ class SlowStore(MemoryState):
 
 async def test_misses_whose_lookups_overlap_still_make_one_upstream_call() -> None:
     cache = ResponseCache(SlowStore())
-    calls = 0
-
-    async def produce() -> CachedAnswer:
-        nonlocal calls
-        calls += 1
-        await asyncio.sleep(0.05)
-        return ok()
+    produce = CountingUpstream(ok(), 0.05)
 
     results = await asyncio.gather(*(serve(cache, "same", produce) for _ in range(10)))
-    assert calls == 1
+    assert produce.calls == 1
     assert sorted(status for status, _ in results) == ["HIT"] * 9 + ["MISS"]
     assert not cache._flights
     assert [await serve(cache, "same", produce) for _ in range(2)] == [("HIT", ok())] * 2
@@ -539,17 +539,11 @@ async def test_waiters_share_a_hit_found_by_the_first_call() -> None:
 
 async def test_skip_lookup_calls_are_not_coalesced() -> None:
     cache = ResponseCache(MemoryState())
-    calls = 0
-
-    async def produce() -> CachedAnswer:
-        nonlocal calls
-        calls += 1
-        await asyncio.sleep(0.02)
-        return ok()
+    produce = CountingUpstream(ok(), 0.02)
 
     skip = CacheDirective(60, skip_lookup=True)
     await asyncio.gather(*(serve(cache, "k", produce, skip) for _ in range(3)))
-    assert calls == 3
+    assert produce.calls == 3
 
 
 async def test_different_keys_do_not_wait_for_each_other() -> None:
