@@ -22,7 +22,15 @@ from multidict import istr
 
 from switchpoint.config import FailOpenConfig, GatewayConfig, RateLimitConfig, SpendRule, Technique, metadata_text
 from switchpoint.errors import BudgetExceeded, RateLimited
-from switchpoint.state.base import EPSILON, TECHNIQUES, Charge, CounterBackend, Decision, StateUnavailable
+from switchpoint.state.base import (
+    EPSILON,
+    TECHNIQUES,
+    Charge,
+    CounterBackend,
+    Decision,
+    StateUnavailable,
+    new_tuple,
+)
 
 log = logging.getLogger("switchpoint.limits")
 _NONE = "-"  # the shared bucket of calls that lack the partitioning token or metadata value
@@ -33,8 +41,6 @@ _Bucket = tuple[SpendRule, str, float, int, Technique]  # a spend rule's bucket 
 
 # As `istr`: a CIMultiDict skips case-folding the name on each set.
 _LIMIT, _REMAINING, _RESET = map(istr, ("RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset"))
-# NamedTuple's own __new__ is a Python function; the checks below build their tuples directly, once a call.
-_new = tuple.__new__
 
 
 class RateDecision(tuple[bool, float, float, float, float]):
@@ -46,7 +52,7 @@ class RateDecision(tuple[bool, float, float, float, float]):
 
     @classmethod
     def of(cls, decision: Decision) -> RateDecision:
-        return _new(cls, decision)
+        return new_tuple(cls, decision)
 
     @property
     def limit(self) -> int:
@@ -237,7 +243,7 @@ class Limits:
             return Reservation(gateway_id, gateway, metadata, provider, model, estimate, (), 0.0)
         if len(buckets) == 1:  # the usual gateway: one rule
             _, key, limit, window, technique = buckets[0]
-            charges: tuple[Charge, ...] = (_new(Charge, (key, estimate, limit, window, technique)),)
+            charges: tuple[Charge, ...] = (new_tuple(Charge, (key, estimate, limit, window, technique)),)
         else:
             charges = tuple([Charge(key, estimate, limit, window, tech) for _, key, limit, window, tech in buckets])
         try:
@@ -254,7 +260,7 @@ class Limits:
                 message = f"Spend limit exceeded: {_rule_text(buckets[i][0])} for {where}"
                 raise BudgetExceeded(message, retry_after=max(1, math.ceil(decision.reset_s)))
         held = (gateway_id, gateway, metadata, provider, model, estimate, charges, decisions[0].at)
-        return _new(Reservation, held)
+        return new_tuple(Reservation, held)
 
     def _spend_buckets(
         self,
@@ -313,7 +319,7 @@ class Limits:
                 return
             if len(held) == 1:
                 key, _, limit, window_s, technique = held[0]
-                adjust: Sequence[Charge] = (_new(Charge, (key, delta, limit, window_s, technique)),)
+                adjust: Sequence[Charge] = (new_tuple(Charge, (key, delta, limit, window_s, technique)),)
             else:
                 adjust = [c._replace(amount=delta) for c in held]
         else:

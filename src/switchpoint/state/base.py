@@ -23,6 +23,9 @@ TECHNIQUES: tuple[Technique, ...] = ("fixed", "sliding")
 SLIDING_SLOTS = 60
 # Costs are floats: sums of decimal prices must not be refused for a rounding error.
 EPSILON = 1e-9
+# NamedTuple's own __new__ is a Python function: `new_tuple(Charge, (...))` builds the same tuple without
+# that call, for the NamedTuples built on every call (Charge, Decision, the limits' Reservation).
+new_tuple = tuple.__new__
 
 
 class StateUnavailable(Exception):

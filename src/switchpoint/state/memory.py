@@ -12,13 +12,9 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 
-from switchpoint.state.base import EPSILON, Charge, Decision, fits, slot_ms
+from switchpoint.state.base import EPSILON, Charge, Decision, fits, new_tuple, slot_ms
 
 _SWEEP_EVERY_MS = 60_000
-
-
-# NamedTuple's own __new__ is a Python function; building the tuple directly skips that call on every check.
-_new_decision = tuple.__new__
 
 
 class _Fixed:
@@ -42,7 +38,7 @@ class _Fixed:
             used = self.used = used + amount
         left = limit - used
         reset_s = ((index + 1) * window_ms - now_ms) / 1000
-        return _new_decision(Decision, (fit, limit, left if left > 0 else 0.0, reset_s, at))
+        return new_tuple(Decision, (fit, limit, left if left > 0 else 0.0, reset_s, at))
 
     def settle(self, amount: float, at_ms: int, now_ms: int) -> None:
         """Give back `amount` if the window it was taken in (`at_ms`) is still current; a negative amount
@@ -85,7 +81,7 @@ class _Sliding:
         fit = used + amount <= limit + EPSILON if amount > 0 else used + EPSILON < limit
         if not fit:
             reset_s = self._refused_reset_s(now_ms, amount, limit)
-            return _new_decision(Decision, (False, limit, max(0.0, limit - used), reset_s, at))
+            return new_tuple(Decision, (False, limit, max(0.0, limit - used), reset_s, at))
         slot = now_ms // length
         if take:
             if slots and slots[-1][0] >= slot:  # same sub-window (or a clock that stepped back)
@@ -96,7 +92,7 @@ class _Sliding:
         oldest = slots[0][0] if slots and slots[0][0] < slot else slot
         left = limit - used
         reset_s = (int(oldest + 1) * length + self.window_ms - now_ms) / 1000
-        return _new_decision(Decision, (True, limit, left if left > 0 else 0.0, reset_s, at))
+        return new_tuple(Decision, (True, limit, left if left > 0 else 0.0, reset_s, at))
 
     def _refused_reset_s(self, now_ms: int, amount: float, limit: float) -> float:
         """Until enough has dropped out for `amount` to fit (a whole window when it never can)."""
