@@ -5,8 +5,10 @@ Wall-clock benches on this shared machine vary by tens of percent within minutes
 percent a change on the hot path is worth. Here `switchpoint serve` runs under valgrind's callgrind, which
 counts the instructions every thread executes (the event loop, the log writer's thread, SQLite); each
 scenario sends N identical requests one after another on one keep-alive connection between a zeroed and a
-dumped counter, after its log records (and the previous scenario's) are written. Repeat runs give the same
-figures within a fraction of a percent, so A/B comparisons of a change need one run each.
+dumped counter, after its log records (and the previous scenario's) are written. The wait for those records
+reads the gateway's SQLite file from this process: polling the gateway's /metrics instead would count its
+scrapes, whose cost grows with every scenario's label sets, against the later scenarios. Repeat runs give the
+same figures within a fraction of a percent, so A/B comparisons of a change need one run each.
 
 Scenarios are those of bench_cache_limits.py (plain, cache hits, cache hits without logging, rate limit,
 rate limit + budget), in-process state; the upstream is nginx answering a fixed chat completion.
@@ -25,6 +27,7 @@ import http.client
 import json
 import os
 import re
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -33,7 +36,20 @@ from typing import Any
 
 import _harness
 from _harness import free_port, switchpoint_exe, wait_ready
-from bench_cache_limits import BODY, GATEWAYS, nginx_upstream, post, wait_logs_written
+from bench_cache_limits import BODY, GATEWAYS, nginx_upstream, post
+
+
+def wait_rows(db: str, gateway: str, rows: int, seconds: float = 120) -> None:
+    """Until the log table holds `rows` records of `gateway`, read from the file (never through the gateway)."""
+    end = time.time() + seconds
+    while time.time() < end:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
+            (found,) = conn.execute("SELECT count(*) FROM logs WHERE gateway = ?", (gateway,)).fetchone()
+        conn.close()
+        if found >= rows:
+            return
+        time.sleep(0.1)
+    sys.exit(f"{gateway}: {rows} log records not written after {seconds} s")
 
 
 def start_under_callgrind(
@@ -121,6 +137,8 @@ def main() -> None:
         up_port = free_port()
         nginx_upstream(tmp, up_port)
         port, headers, proc = start_under_callgrind(exe, tmp, f"http://127.0.0.1:{up_port}/v1")
+        db = os.path.join(tmp, "sp", "switchpoint.db")
+        logged_before: dict[str, int] = {}  # records written per gateway so far (a scenario may repeat)
         for name in names:
             if a.no_log:
                 headers[name]["cf-aig-collect-log"] = "false"
@@ -130,10 +148,15 @@ def main() -> None:
             if status != 200:
                 sys.exit(f"{name}: answered {status}")
             send(port, path, headers[name], a.warmup)
-            wait_logs_written(url, seconds=120)
+            logs_on = not a.no_log and GATEWAYS[name].get("collect_logs", True)
+            logged = logged_before.get(name, 0) + 1 + a.warmup if logs_on else 0
+            if logged:
+                wait_rows(db, name, logged)
             control(proc.pid, "--zero")
             send(port, path, headers[name], a.requests)
-            wait_logs_written(url, seconds=120)
+            if logged:
+                logged_before[name] = logged + a.requests
+                wait_rows(db, name, logged_before[name])
             total = instructions(tmp, proc.pid, name)
             label = name if name not in figures else f"{name}#{sum(k.split('#')[0] == name for k in figures) + 1}"
             figures[label] = total / a.requests
