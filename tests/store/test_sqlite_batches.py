@@ -75,6 +75,32 @@ async def test_rows_land_with_their_values(
     assert raw[3:] == (1, int(r["cached"]), 0)
 
 
+async def test_columns_no_record_sets_are_stored_as_null(
+    urls: db.StoreUrls, aengine: AsyncEngine, make_record: Factory
+) -> None:
+    """A slice whose records all lack a value (a batch of cache hits: no step, route, metadata or error)
+    leaves those columns out of its INSERT; what is stored is the same as binding NULL row by row."""
+    unset = {"step": None, "metadata": None, "error": None, "route": None, "route_path": None, "ttfb_ms": None}
+    bare = [make_record(i, **unset) for i in range(70)]  # a full slice of them, then a mixed one
+    mixed = [make_record(100), make_record(101, **unset, request_body=None)]
+    batches = SqliteBatches(db_file(urls))
+    await batches.insert(bare + mixed)
+    await batches.close()
+    assert await stored(aengine) == by_id(bare + mixed)
+    with sqlite3.connect(db_file(urls)) as conn:
+        types = set(
+            conn.execute(
+                "SELECT typeof(step), typeof(route), typeof(metadata), typeof(success), typeof(cached),"
+                " typeof(request_body), typeof(response_body) FROM logs WHERE id IN (?, ?)",
+                (bare[0]["id"], mixed[1]["id"]),
+            )
+        )
+    assert types == {
+        ("null", "null", "null", "integer", "integer", "blob", "blob"),
+        ("null",) * 3 + ("integer",) * 2 + ("null", "blob"),
+    }
+
+
 async def test_a_replayed_batch_is_not_duplicated(
     urls: db.StoreUrls, aengine: AsyncEngine, make_record: Factory
 ) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 from urllib.request import pathname2url
 
 from switchpoint.store.db import SQLITE_PRAGMAS
-from switchpoint.store.logrows import SQLITE_SLICE_ROWS, driver_values, sqlite_insert
+from switchpoint.store.logrows import SQLITE_SLICE_ROWS, sqlite_rows
 from switchpoint.store.spool import Record
 
 __all__ = ["SqliteBatches", "is_down"]
@@ -85,8 +85,7 @@ class SqliteBatches:
         try:
             conn.execute("BEGIN IMMEDIATE")  # the write lock up front, waiting up to busy_timeout for it
             for start in range(0, len(records), SQLITE_SLICE_ROWS):
-                chunk = records[start : start + SQLITE_SLICE_ROWS]
-                conn.execute(sqlite_insert(len(chunk)), driver_values(chunk))
+                conn.execute(*sqlite_rows(records[start : start + SQLITE_SLICE_ROWS]))
             conn.execute("COMMIT")
         except BaseException as exc:
             self._abandon(conn, exc)
