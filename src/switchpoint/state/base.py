@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import NamedTuple, Protocol
+from typing import NamedTuple, Protocol, runtime_checkable
 
 from switchpoint.config import Technique
 
@@ -92,8 +92,28 @@ class CounterBackend(Protocol):
         keeps them while the server is unreachable, and sends what is left at `flush`/`aclose`."""
         ...
 
+    def refund_one(self, charge: Charge, amount: float, at: float) -> None:
+        """`refund_soon` of `amount` (not `charge.amount`) in the counter `charge` names: a settlement of one
+        spend rule, the usual case, without building a charge and a sequence for it."""
+        ...
+
     async def flush(self) -> None:
         """Send what `refund_soon` still holds (once; what the server refuses stays held)."""
+        ...
+
+
+@runtime_checkable
+class ImmediateCounters(Protocol):
+    """Counters that answer without waiting (in-process memory): the limits' hot path calls these instead
+    of awaiting `consume`, which costs a coroutine per check. Same answers."""
+
+    def consume_now(self, charges: Sequence[Charge], now: float | None = None) -> list[Decision]:
+        """`consume`, answered at once."""
+        ...
+
+    def consume_one(self, charge: Charge, amount: float) -> Decision:
+        """`consume` of `amount` (not `charge.amount`) in the counter `charge` names: the usual call, one
+        rate limit or one spend rule, without building a charge and a sequence for it."""
         ...
 
 

@@ -3,6 +3,9 @@
 Nothing here awaits between reading and writing, so every method is atomic under concurrent coroutines
 on one event loop without a lock. Counter arithmetic follows `base.py` (epoch-aligned fixed windows,
 sliding windows of 60 sub-windows) exactly as `counters.lua` does, so both backends answer alike.
+
+Since nothing waits, a single charge is also offered synchronously (`consume_one`, `refund_one`: the
+`ImmediateCounters` protocol), which spares the limits' hot path a coroutine per check.
 """
 
 from __future__ import annotations
@@ -54,28 +57,53 @@ class _Fixed:
 
 
 class _Sliding:
-    """Sub-window amounts `[slot, amount]`, oldest first, and their sum."""
+    """Sub-window amounts `[slot, amount]`, oldest first, and their sum.
 
-    __slots__ = ("length", "slots", "used", "window_ms")
+    Between two sub-window boundaries nothing drops out and new charges land in the last sub-window, so
+    the counter notes that steady span (`steady_from` <= now < `steady_until`, the last pair and the reset
+    time); a check or settlement inside it is a few additions, and any drop ends it."""
+
+    __slots__ = ("last", "length", "reset_at", "slots", "steady_from", "steady_until", "used", "window_ms")
 
     def __init__(self, window_ms: int) -> None:
         self.window_ms = window_ms
         self.length = slot_ms(window_ms)
         self.slots: deque[list[float]] = deque()
         self.used = 0.0
+        self.last: list[float] = []
+        self.steady_from = self.steady_until = self.reset_at = 0
 
     def _used_at(self, now_ms: int) -> float:
         """Drops the sub-windows that no longer overlap the last `window_ms`, then sums the rest."""
         low = (now_ms - self.window_ms) // self.length
         slots = self.slots
-        while slots and slots[0][0] < low:
-            self.used -= slots.popleft()[1]
+        if slots and slots[0][0] < low:
+            self.steady_until = 0  # the steady span is over (it is re-noted at the next take)
+            while slots and slots[0][0] < low:
+                self.used -= slots.popleft()[1]
         if not slots:
             self.used = 0.0  # no float drift survives an empty window
         return self.used
 
+    def _steady(self) -> None:
+        """Note the span in which the last sub-window stays current and none drops out, after a take."""
+        length, last = self.length, self.slots[-1]
+        self.last = last
+        self.steady_from = int(last[0]) * length
+        self.reset_at = (int(self.slots[0][0]) + 1) * length + self.window_ms  # when the oldest drops out
+        self.steady_until = min(self.steady_from + length, self.reset_at)
+
     def check(self, amount: float, limit: float, now_ms: int, take: bool, at: float) -> Decision:
         """As `_Fixed.check`. Allowed: the reset is when the oldest counted sub-window drops out."""
+        if self.steady_from <= now_ms < self.steady_until and amount > 0:
+            used = self.used
+            if used + amount <= limit + EPSILON:  # `fits`, and `_used_at` would drop nothing
+                if take:
+                    used = self.used = used + amount
+                    self.last[1] += amount
+                left = limit - used
+                reset_s = (self.reset_at - now_ms) / 1000
+                return new_tuple(Decision, (True, limit, left if left > 0 else 0.0, reset_s, at))
         length, slots = self.length, self.slots
         used = self._used_at(now_ms)
         fit = used + amount <= limit + EPSILON if amount > 0 else used + EPSILON < limit
@@ -84,15 +112,30 @@ class _Sliding:
             return new_tuple(Decision, (False, limit, max(0.0, limit - used), reset_s, at))
         slot = now_ms // length
         if take:
-            if slots and slots[-1][0] >= slot:  # same sub-window (or a clock that stepped back)
+            if not slots or slots[-1][0] < slot:
+                slots.append([slot, amount])
+            elif slots[-1][0] == slot:
                 slots[-1][1] += amount
             else:
-                slots.append([slot, amount])
+                self._add_back(slot, amount)
             used = self.used = used + amount
+            self._steady()
         oldest = slots[0][0] if slots and slots[0][0] < slot else slot
         left = limit - used
         reset_s = (int(oldest + 1) * length + self.window_ms - now_ms) / 1000
         return new_tuple(Decision, (True, limit, left if left > 0 else 0.0, reset_s, at))
+
+    def _add_back(self, slot: int, amount: float) -> None:
+        """A clock that stepped back: the amount goes to the sub-window it names, kept in order (as the Redis
+        script's hash field does), not to the newest one."""
+        slots = self.slots
+        for i, pair in enumerate(slots):
+            if pair[0] == slot:
+                pair[1] += amount
+                return
+            if pair[0] > slot:
+                slots.insert(i, [slot, amount])
+                return
 
     def _refused_reset_s(self, now_ms: int, amount: float, limit: float) -> float:
         """Until enough has dropped out for `amount` to fit (a whole window when it never can)."""
@@ -109,6 +152,13 @@ class _Sliding:
         a negative amount is added now, unchecked."""
         if amount < 0:
             self.check(-amount, math.inf, now_ms, True, 0.0)  # an unchecked add: a check against no limit
+            return
+        if self.steady_from <= at_ms <= now_ms < self.steady_until:  # taken in the last sub-window, still current
+            last = self.last
+            given = amount if amount < last[1] else last[1]
+            last[1] -= given
+            used = self.used - given
+            self.used = used if used > 0 else 0.0
             return
         self._used_at(now_ms)
         slot = at_ms // self.length
@@ -141,6 +191,10 @@ class MemoryState:
     # -- counters ------------------------------------------------------------------------------------
 
     async def consume(self, charges: Sequence[Charge], now: float | None = None) -> list[Decision]:
+        return self.consume_now(charges, now)
+
+    def consume_now(self, charges: Sequence[Charge], now: float | None = None) -> list[Decision]:
+        """`consume` without waiting (`ImmediateCounters`)."""
         if len(charges) != 1:
             return self._check(charges, now, take=True)
         # the hot path, one rate limit or one spend rule: `_check` without its calls
@@ -151,6 +205,16 @@ class MemoryState:
         key, amount, limit, window_s, technique = charges[0]
         entry = self._counters.get((technique, window_s, key)) or self._entry(key, window_s, technique)
         return [entry.check(amount, limit, now_ms, True, at)]
+
+    def consume_one(self, charge: Charge, amount: float) -> Decision:
+        """`consume_now` of `amount` in the counter `charge` names: one call's rate limit or spend rule."""
+        at = self._clock()
+        now_ms = int(at * 1000)
+        if now_ms >= self._sweep_at:
+            self._sweep(now_ms)
+        key, _, limit, window_s, technique = charge
+        entry = self._counters.get((technique, window_s, key)) or self._entry(key, window_s, technique)
+        return entry.check(amount, limit, now_ms, True, at)
 
     async def peek(self, charges: Sequence[Charge], now: float | None = None) -> list[Decision]:
         return self._check(charges, now, take=False)
@@ -181,6 +245,11 @@ class MemoryState:
         for key, amount, _, window_s, technique in charges:
             entry = counters.get((technique, window_s, key)) or self._entry(key, window_s, technique)
             entry.settle(amount, at_ms, now_ms)
+
+    def refund_one(self, charge: Charge, amount: float, at: float) -> None:
+        key, _, _, window_s, technique = charge
+        entry = self._counters.get((technique, window_s, key)) or self._entry(key, window_s, technique)
+        entry.settle(amount, int(at * 1000), int(self._clock() * 1000))
 
     async def flush(self) -> None:
         """Nothing is ever held: `refund_soon` applies at once."""

@@ -107,6 +107,9 @@ class RedisState:
             urgent = urgent or charge.amount < 0
         self._arm(urgent)
 
+    def refund_one(self, charge: Charge, amount: float, at: float) -> None:
+        self.refund_soon((charge._replace(amount=amount),), at)
+
     def _arm(self, urgent: bool) -> None:
         """Start the flush timer (again without delay for an extra charge); one flush runs at a time."""
         if self._closing:
