@@ -28,6 +28,7 @@ from switchpoint.state.base import (
     Charge,
     CounterBackend,
     Decision,
+    ImmediateCounters,
     StateUnavailable,
     new_tuple,
 )
@@ -36,7 +37,6 @@ log = logging.getLogger("switchpoint.limits")
 _NONE = "-"  # the shared bucket of calls that lack the partitioning token or metadata value
 _MAX_PART = 64  # longer partition values are hashed, so a client cannot make huge keys
 _MAX_CACHED_CHARGES = 10_000  # charges kept built, per process (one per gateway/token/value or target/value)
-_Bucket = tuple[SpendRule, str, float, int, Technique]  # a spend rule's bucket for one call, without an amount
 
 
 # As `istr`: a CIMultiDict skips case-folding the name on each set.
@@ -45,14 +45,10 @@ _LIMIT, _REMAINING, _RESET = map(istr, ("RateLimit-Limit", "RateLimit-Remaining"
 
 class RateDecision(tuple[bool, float, float, float, float]):
     """An admitted call's place in its rate limit, for the `RateLimit-*` response headers: the counters'
-    `Decision` as it came (`of` re-tags it without building a new one), read as whole numbers on demand, since
+    `Decision` as it came (re-tagged by `new_tuple`, not built anew), read as whole numbers on demand, since
     most calls only ever turn it into headers."""
 
     __slots__ = ()
-
-    @classmethod
-    def of(cls, decision: Decision) -> RateDecision:
-        return new_tuple(cls, decision)
 
     @property
     def limit(self) -> int:
@@ -68,9 +64,8 @@ class RateDecision(tuple[bool, float, float, float, float]):
 
     def whole(self) -> tuple[int, int, int]:
         """(limit, remaining, reset in s) as the headers give them: whole numbers, a reset of at least 1 s."""
-        _, limit, remaining, reset_s, _ = self
-        reset = math.ceil(reset_s)
-        return int(limit), int(remaining + EPSILON), reset if reset > 1 else 1
+        reset = math.ceil(self[3])  # by index: unpacking a tuple subclass goes through an iterator
+        return int(self[1]), int(self[2] + EPSILON), reset if reset > 1 else 1
 
     def headers(self) -> dict[str, str]:
         found: dict[str, str] = {}
@@ -106,8 +101,21 @@ class Reservation(NamedTuple):
     provider: str
     model: str | None
     estimate: float
-    charges: tuple[Charge, ...]  # empty when the state was unreachable and the budget failed open
+    # The counters that each hold `estimate` (their own amount is unset, see `_Shape`); empty when the
+    # state was unreachable and the budget failed open.
+    charges: tuple[Charge, ...]
     at: float
+
+
+class _Shape(NamedTuple):
+    """The spend rules that apply to one call shape and their counters, as charges of amount 0 that each
+    call sends with its own amount (`consume_one`), or copies with it."""
+
+    rules: tuple[SpendRule, ...]
+    counters: tuple[Charge, ...]
+
+    def charges(self, amount: float) -> tuple[Charge, ...]:
+        return tuple([c._replace(amount=amount) for c in self.counters])
 
 
 def _part(value: object) -> str:
@@ -144,14 +152,14 @@ def _rule_bucket(
 
 
 class _SpendRules:
-    """A gateway's spend rules, the metadata keys they read, and their buckets per call shape."""
+    """A gateway's spend rules, the metadata keys they read, and what applies per call shape."""
 
-    __slots__ = ("buckets", "metadata_keys", "rules")
+    __slots__ = ("metadata_keys", "rules", "shapes")
 
     def __init__(self, rules: list[SpendRule]) -> None:
         self.rules = rules
         self.metadata_keys = tuple(sorted({key for rule in rules for key in rule.metadata}))
-        self.buckets: dict[tuple[str, str | None, tuple[str | None, ...]], tuple[_Bucket, ...]] = {}
+        self.shapes: dict[tuple[str, str | None, tuple[str | None, ...]], _Shape] = {}
 
 
 def _text(value: object) -> str | None:
@@ -163,10 +171,15 @@ def _rule_text(rule: SpendRule) -> str:
 
 
 class Limits:
-    """Built once per process from the state's counters and `config.state.fail_open`."""
+    """Built once per process from the state's counters and `config.state.fail_open`.
+
+    With counters that answer without waiting (in-process: `immediate`), callers on the hot path use
+    `check_rate_now` and `reserve_now`, the same checks without a coroutine each."""
 
     def __init__(self, counters: CounterBackend, fail_open: FailOpenConfig | None = None) -> None:
         self._counters = counters
+        self._now = counters if isinstance(counters, ImmediateCounters) else None
+        self.immediate = self._now is not None
         self._fail_open = fail_open or FailOpenConfig()
         self._rate_charges: dict[tuple[str, str | None], tuple[RateLimitConfig, Charge]] = {}
         self._spend: dict[str, _SpendRules] = {}
@@ -185,6 +198,8 @@ class Limits:
         rule = gateway.rate_limit
         if rule is None:
             return None
+        if self._now is not None:
+            return self.check_rate_now(gateway_id, gateway, token_id, metadata)
         charge = self._rate_charge(gateway_id, rule, token_id, metadata)
         try:
             decision = (await self._counters.consume((charge,)))[0]
@@ -194,10 +209,22 @@ class Limits:
             return None
         if self._failing:
             self._available("rate_limit")
-        result = RateDecision.of(decision)
-        if not decision.allowed:
-            raise RateLimitExceeded(result)
-        return result
+        return _admitted(decision)
+
+    def check_rate_now(
+        self,
+        gateway_id: str,
+        gateway: GatewayConfig,
+        token_id: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> RateDecision | None:
+        """`check_rate` with `immediate` counters (which are never unreachable), without waiting."""
+        rule, counters = gateway.rate_limit, self._now
+        if rule is None:
+            return None
+        if counters is None:
+            raise TypeError("check_rate_now needs immediate counters; await check_rate")
+        return _admitted(counters.consume_one(self._rate_charge(gateway_id, rule, token_id, metadata), 1))
 
     def _rate_charge(
         self, gateway_id: str, rule: RateLimitConfig, token_id: str | None, metadata: Mapping[str, Any] | None
@@ -236,42 +263,66 @@ class Limits:
         unreachable and budgets fail closed. An unpriced call (estimate 0) passes while a rule has money left."""
         if not gateway.spend_limits:
             return None
+        if self._now is not None:
+            return self.reserve_now(gateway_id, gateway, provider, model, metadata, estimate)
         if estimate < 0:
             estimate = 0.0
-        buckets = self._spend_buckets(gateway_id, gateway, provider, model, metadata)
-        if not buckets:
+        shape = self._spend_shape(gateway_id, gateway, provider, model, metadata)
+        if not shape.counters:
             return Reservation(gateway_id, gateway, metadata, provider, model, estimate, (), 0.0)
-        if len(buckets) == 1:  # the usual gateway: one rule
-            _, key, limit, window, technique = buckets[0]
-            charges: tuple[Charge, ...] = (new_tuple(Charge, (key, estimate, limit, window, technique)),)
-        else:
-            charges = tuple([Charge(key, estimate, limit, window, tech) for _, key, limit, window, tech in buckets])
         try:
-            decisions = await self._counters.consume(charges)
+            decisions = await self._counters.consume(shape.charges(estimate))
         except StateUnavailable as exc:
             if not self._unavailable("budget", exc):
                 raise BudgetExceeded("Spend limit state is unavailable", retry_after=1) from None
             return Reservation(gateway_id, gateway, metadata, provider, model, estimate, (), 0.0)
         if self._failing:
             self._available("budget")
-        for i, decision in enumerate(decisions):
-            if not decision.allowed:
-                where = f"{provider} {model}" if model else provider
-                message = f"Spend limit exceeded: {_rule_text(buckets[i][0])} for {where}"
-                raise BudgetExceeded(message, retry_after=max(1, math.ceil(decision.reset_s)))
-        held = (gateway_id, gateway, metadata, provider, model, estimate, charges, decisions[0].at)
+        _check_spend(decisions, shape.rules, provider, model)
+        held = (gateway_id, gateway, metadata, provider, model, estimate, shape.counters, decisions[0].at)
         return new_tuple(Reservation, held)
 
-    def _spend_buckets(
+    def reserve_now(
         self,
         gateway_id: str,
         gateway: GatewayConfig,
         provider: str,
         model: str | None,
         metadata: Mapping[str, Any] | None,
-    ) -> tuple[_Bucket, ...]:
-        """The buckets of the rules that apply to this call, kept per gateway while its rules stay the same
-        object (bounded, like the rate-limit charges), by target and the metadata values the rules read."""
+        estimate: float,
+    ) -> Reservation | None:
+        """`reserve` with `immediate` counters (which are never unreachable), without waiting."""
+        counters = self._now
+        if not gateway.spend_limits:
+            return None
+        if counters is None:
+            raise TypeError("reserve_now needs immediate counters; await reserve")
+        if estimate < 0:
+            estimate = 0.0
+        rules, held = self._spend_shape(gateway_id, gateway, provider, model, metadata)
+        if len(held) == 1:  # the usual gateway: one rule
+            decision = counters.consume_one(held[0], estimate)
+            if not decision[0]:
+                _check_spend((decision,), rules, provider, model)
+            at = decision[4]
+        elif held:
+            decisions = counters.consume_now(_Shape(rules, held).charges(estimate))
+            _check_spend(decisions, rules, provider, model)
+            at = decisions[0][4]
+        else:
+            at = 0.0
+        return new_tuple(Reservation, (gateway_id, gateway, metadata, provider, model, estimate, held, at))
+
+    def _spend_shape(
+        self,
+        gateway_id: str,
+        gateway: GatewayConfig,
+        provider: str,
+        model: str | None,
+        metadata: Mapping[str, Any] | None,
+    ) -> _Shape:
+        """The rules that apply to this call and their counters, kept per gateway while its rules stay the
+        same object (bounded, like the rate-limit charges), by target and the metadata values the rules read."""
         rules = gateway.spend_limits
         known = self._spend.get(gateway_id)
         if known is None or known.rules is not rules:
@@ -280,18 +331,20 @@ class Limits:
             known = self._spend[gateway_id] = _SpendRules(rules)
         keys = known.metadata_keys
         values = tuple([_text(metadata.get(k)) if metadata else None for k in keys]) if keys else ()
-        found = known.buckets.get((provider, model, values))
+        found = known.shapes.get((provider, model, values))
         if found is not None:
             return found
-        buckets: list[_Bucket] = []
+        applying: list[SpendRule] = []
+        counters: list[Charge] = []
         for rule in rules:
             if rule.enabled:
                 bucket = _rule_bucket(gateway_id, rule, provider, model, metadata or {})
                 if bucket is not None:
-                    buckets.append((rule, bucket, rule.limit, rule.window, rule.technique))
-        if len(known.buckets) >= _MAX_CACHED_CHARGES:
-            known.buckets.clear()
-        built = known.buckets[(provider, model, values)] = tuple(buckets)
+                    applying.append(rule)
+                    counters.append(Charge(bucket, 0.0, rule.limit, rule.window, rule.technique))
+        if len(known.shapes) >= _MAX_CACHED_CHARGES:
+            known.shapes.clear()
+        built = known.shapes[(provider, model, values)] = _Shape(tuple(applying), tuple(counters))
         return built
 
     def settle(
@@ -317,14 +370,16 @@ class Limits:
             delta = estimate - actual_cost  # the same rules and buckets as reserved
             if -EPSILON <= delta <= EPSILON:
                 return
-            if len(held) == 1:
-                key, _, limit, window_s, technique = held[0]
-                adjust: Sequence[Charge] = (new_tuple(Charge, (key, delta, limit, window_s, technique)),)
-            else:
-                adjust = [c._replace(amount=delta) for c in held]
+            if len(held) == 1:  # the usual gateway: one rule
+                try:
+                    self._counters.refund_one(held[0], delta, at)
+                except StateUnavailable as exc:
+                    self._unavailable("budget", exc)
+                return
+            adjust: Sequence[Charge] = [c._replace(amount=delta) for c in held]
         else:
-            buckets = self._spend_buckets(gateway_id, gateway, provider or held_provider, model, metadata)
-            now = [Charge(key, -actual_cost, limit, w, t) for _, key, limit, w, t in buckets]
+            counters = self._spend_shape(gateway_id, gateway, provider or held_provider, model, metadata).counters
+            now = [c._replace(amount=-actual_cost) for c in counters]
             if [c.key for c in now] == [c.key for c in held]:
                 adjust = [c._replace(amount=estimate - actual_cost) for c in held]
             else:
@@ -394,6 +449,23 @@ class RouteLimiter:
 
     async def add(self, bucket: str, amount: float, window_s: int, technique: str) -> None:
         await self._limits.route_add(bucket, amount, window_s, technique)
+
+
+def _admitted(decision: Decision) -> RateDecision:
+    """The call's place in its rate limit; raises `RateLimitExceeded` (429/2003) when it was refused."""
+    result: RateDecision = new_tuple(RateDecision, decision)
+    if not decision[0]:
+        raise RateLimitExceeded(result)
+    return result
+
+
+def _check_spend(decisions: Sequence[Decision], rules: Sequence[SpendRule], provider: str, model: str | None) -> None:
+    """Raise `BudgetExceeded` (429/2041) naming the first rule the call did not fit."""
+    for i, decision in enumerate(decisions):
+        if not decision[0]:
+            where = f"{provider} {model}" if model else provider
+            message = f"Spend limit exceeded: {_rule_text(rules[i])} for {where}"
+            raise BudgetExceeded(message, retry_after=max(1, math.ceil(decision.reset_s)))
 
 
 def _technique(technique: str) -> Technique:

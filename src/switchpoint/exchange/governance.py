@@ -20,26 +20,33 @@ ESTIMATED_OUTPUT_TOKENS = 512
 
 
 async def check_rate(ex: Exchange) -> None:
-    """Count the call against the gateway's rate limit (raises 429/2003 over it)."""
-    if ex.gateway.rate_limit is not None:
-        ex.rate = await ex.runtime.limits.check_rate(ex.gateway_id, ex.gateway, ex.token_id, ex.options.metadata)
+    """Count the call against the gateway's rate limit (raises 429/2003 over it). In-process counters
+    answer at once (`check_rate_now`), without the coroutine of `check_rate`."""
+    gateway = ex.gateway
+    if gateway.rate_limit is not None:
+        limits, metadata = ex.runtime.limits, ex.options.metadata
+        if limits.immediate:
+            ex.rate = limits.check_rate_now(ex.gateway_id, gateway, ex.token_id, metadata)
+        else:
+            ex.rate = await limits.check_rate(ex.gateway_id, gateway, ex.token_id, metadata)
 
 
 async def reserve_budget(ex: Exchange, target: Target) -> None:
     """Hold the expected cost in every spend rule that applies (raises 429/2041 when one is spent)."""
-    if not ex.gateway.spend_limits:
+    gateway = ex.gateway
+    if not gateway.spend_limits:
         return
+    runtime, options, provider = ex.runtime, ex.options, target.provider.name
     tokens_in = len(target.body) // 4  # ~4 bytes a token
-    custom = ex.options.custom_cost
+    custom = options.custom_cost
     if custom is None:
-        estimate = ex.runtime.prices.estimate(target.provider.name, target.model, tokens_in, ESTIMATED_OUTPUT_TOKENS)
+        estimate = runtime.prices.estimate(provider, target.model, tokens_in, ESTIMATED_OUTPUT_TOKENS) or 0.0
     elif custom.total_cost is not None:
         estimate = float(custom.total_cost)  # the caller told us the price up front
     else:
-        estimate = custom.cost(Usage(tokens_in, ESTIMATED_OUTPUT_TOKENS))
-    ex.reservation = await ex.runtime.limits.reserve(
-        ex.gateway_id, ex.gateway, target.provider.name, target.model, ex.options.metadata, estimate or 0.0
-    )
+        estimate = custom.cost(Usage(tokens_in, ESTIMATED_OUTPUT_TOKENS)) or 0.0
+    limits, args = runtime.limits, (ex.gateway_id, gateway, provider, target.model, options.metadata, estimate)
+    ex.reservation = limits.reserve_now(*args) if limits.immediate else await limits.reserve(*args)
 
 
 def settle_budget(ex: Exchange, cost: float | None) -> None:

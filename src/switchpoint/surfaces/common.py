@@ -108,7 +108,8 @@ async def serve_call(request: web.Request, surface: str, dialect: str, plan: Pla
         ex.token_id = token_id
         ex.options = parse_options(headers, gateway)
         ex.cache_directive = cache_directive(gateway, ex.method, headers)
-        await governance.check_rate(ex)
+        if gateway.rate_limit is not None:
+            await governance.check_rate(ex)
         ex.body = await read_body(request, runtime.config.server.max_body_bytes)
         return await plan(ex, request)
     except GatewayError as err:
