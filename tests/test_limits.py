@@ -200,13 +200,17 @@ async def test_unpriced_calls_pass_while_money_is_left(limits: Limits) -> None:
         await limits.reserve("g", config, "openai", "x", None, 0)
 
 
-async def test_every_applicable_rule_is_held_or_none(limits: Limits) -> None:
+async def test_every_applicable_rule_is_held_or_none(shared_limits: Limits) -> None:
     config = spend({"id": "day", "limit": 10, "window": 86400}, {"id": "minute", "limit": 1, "window": 60})
-    assert await limits.reserve("g", config, "openai", "m", None, 1.0)
+    held = await shared_limits.reserve("g", config, "openai", "m", None, 1.0)
+    assert held is not None and [c.key for c in held.charges] == ["sl:g:day", "sl:g:minute"]
     with pytest.raises(BudgetExceeded, match="rule 'minute'"):
-        await limits.reserve("g", config, "openai", "m", None, 1.0)
-    reservation = await limits.reserve("g", spend({"id": "day", "limit": 10, "window": 86400}), "openai", "m", None, 9)
+        await shared_limits.reserve("g", config, "openai", "m", None, 1.0)
+    only_day = spend({"id": "day", "limit": 10, "window": 86400})
+    reservation = await shared_limits.reserve("g", only_day, "openai", "m", None, 9)
     assert reservation is not None  # the refused call held nothing in `day` (1 + 9 = 10)
+    with pytest.raises(BudgetExceeded, match="rule 'day'"):
+        await shared_limits.reserve("g", only_day, "openai", "m", None, 0.5)
 
 
 async def test_filters_decide_which_rules_apply(limits: Limits) -> None:
@@ -286,6 +290,9 @@ class Broken:
         raise StateUnavailable("down")
 
     def refund_soon(self, charges: Sequence[Charge], at: float) -> None:
+        raise StateUnavailable("down")
+
+    def refund_one(self, charge: Charge, amount: float, at: float) -> None:
         raise StateUnavailable("down")
 
     async def flush(self) -> None:
