@@ -129,7 +129,8 @@ class Exchange:
             self.ttfb = time.perf_counter() - self.started
 
     def log_record(self) -> dict[str, Any]:
-        """The row for the log store; bodies only when payload collection is on."""
+        """The row for the log store, every column of it (the writer reads them in one step) and `error_kind`
+        for the metrics; bodies only when payload collection is on."""
         options = self.options
         payload = options.collect_payload
         usage = self.usage or _NO_USAGE
@@ -170,6 +171,8 @@ class Exchange:
             "response_size": self.response_size,
             "error": self.error,
             "user_agent": self.user_agent,
+            "feedback": None,  # set later, by the logs API; here so the record has every column
+            "score": None,
             "error_kind": self.error_kind,
             "route": self.route,
             "route_path": (">".join(self.route_path) or None) if self.route_path else None,

@@ -10,6 +10,7 @@ replayed after a doubt (cancelled mid-commit, spooled, replayed) is never duplic
 from __future__ import annotations
 
 import functools
+import operator
 import sqlite3
 from collections.abc import Sequence
 from typing import Any
@@ -23,6 +24,7 @@ from switchpoint.store.spool import Record, row
 from switchpoint.store.tables import LOG_COLUMNS, logs
 
 _WIDTH = len(LOG_COLUMNS)
+_ROW = operator.itemgetter(*LOG_COLUMNS)
 _METADATA = LOG_COLUMNS.index("metadata")
 _CUSTOM_COST = LOG_COLUMNS.index("custom_cost")
 _BOOLEANS = tuple(i for i, column in enumerate(logs.columns) if isinstance(column.type, Boolean))
@@ -38,15 +40,14 @@ _SKIP_STORED = " ON CONFLICT (id) DO NOTHING"
 _PG_INSERT = f"INSERT INTO logs ({_NAMES}) VALUES ({', '.join(f'${i}' for i in range(1, _WIDTH + 1))}){_SKIP_STORED}"
 
 
-def driver_columns(records: Sequence[Record]) -> list[list[Any]]:
+def driver_columns(records: Sequence[Record]) -> list[Sequence[Any]]:
     """The records' values in LOG_COLUMNS order as the drivers take them (metadata as JSON text, a missing
-    custom_cost False), one list per column. Read row by row into one flat list and cut by stride, which
-    costs about a quarter less than a list per row (measured)."""
-    flat: list[Any] = []
-    extend = flat.extend
-    for record in records:
-        extend(map(record.get, LOG_COLUMNS))
-    columns = [flat[i::_WIDTH] for i in range(_WIDTH)]
+    custom_cost False), one sequence per column: each record read in one C call, then transposed."""
+    try:
+        rows = list(map(_ROW, records))
+    except KeyError:  # a record made elsewhere may lack columns (the exchange's have them all): None there
+        rows = [tuple(map(record.get, LOG_COLUMNS)) for record in records]
+    columns: list[Sequence[Any]] = list(zip(*rows, strict=True)) if rows else [()] * _WIDTH
     columns[_METADATA] = [None if m is None else orjson.dumps(m).decode() for m in columns[_METADATA]]
     columns[_CUSTOM_COST] = [False if c is None else c for c in columns[_CUSTOM_COST]]
     return columns
@@ -65,7 +66,7 @@ def sqlite_rows(records: Sequence[Record]) -> tuple[str, list[Any]]:
     columns = driver_columns(records)
     kept = tuple(i for i, column in enumerate(columns) if i in _REQUIRED or column.count(None) != count)
     for i in _BOOLEANS:
-        columns[i] = [int(v) if type(v) is bool else v for v in columns[i]]
+        columns[i] = [1 if v is True else 0 if v is False else v for v in columns[i]]
     for i in _BLOBS:
         columns[i] = [bytearray(v) if type(v) is bytes else v for v in columns[i]]
     width = len(kept)

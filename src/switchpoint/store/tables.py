@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from sqlalchemy import (
     JSON,
     Boolean,
@@ -122,8 +124,9 @@ logs = Table(
 # Declared above for PostgreSQL alone; Alembic's comparison ignores `ddl_if`, so on SQLite it reports them.
 POSTGRESQL_ONLY_INDEXES = ("ix_logs_gateway_model_created_at", "ix_logs_gateway_provider_created_at")
 
-# Plain `str` names (SQLAlchemy's are a str subclass, which orjson refuses as dict keys).
-LOG_COLUMNS: tuple[str, ...] = tuple(str(c.name) for c in logs.columns)
+# Plain `str` names (SQLAlchemy's are a str subclass, which orjson refuses as dict keys), interned: a log
+# record's keys are literals in the code, so a lookup by these names matches by identity, not by comparing text.
+LOG_COLUMNS: tuple[str, ...] = tuple(sys.intern(str(c.name)) for c in logs.columns)
 BINARY_LOG_COLUMNS: frozenset[str] = frozenset(str(c.name) for c in logs.columns if isinstance(c.type, LargeBinary))
 
 # -- dynamic routes (migration 0002_routes) ----------------------------------------------------------------
