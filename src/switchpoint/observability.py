@@ -46,6 +46,7 @@ TOKEN_DIRECTIONS = (
     ("cache_write_tokens", "cache_write"),
     ("reasoning_tokens", "reasoning"),
 )
+_TOKEN_FIELDS = tuple(enumerate(field for field, _ in TOKEN_DIRECTIONS))
 # `error_kind` values (snake_case GatewayError names) that are the gateway's own limits
 LIMIT_KINDS = {"rate_limited": "rate_limit", "budget_exceeded": "budget"}
 NONE = "none"
@@ -123,11 +124,16 @@ def _adder(child: Counter) -> Add:
     return _value_adder(getattr(child, "_value", None), child.inc)
 
 
+def _is_local(value: Any) -> bool:
+    """A single-process value: a float behind a mutex, which `_value_adder` may add to directly."""
+    return type(value) is values.MutexValue and type(getattr(value, "_value", None)) is float
+
+
 def _value_adder(value: Any, fallback: Add) -> Add:
     """`value.inc`; for the single-process float value, an add without its mutex: every increment comes from
     the event loop's one thread (`Metrics.observe`) and a scrape reads on that thread too, so the lock only
     costs. Multiprocess values (files) keep their own `inc`."""
-    if type(value) is values.MutexValue and type(getattr(value, "_value", None)) is float:
+    if _is_local(value):
 
         def add(amount: float) -> None:
             value._value += amount
@@ -137,28 +143,30 @@ def _value_adder(value: Any, fallback: Add) -> Add:
     return inc if callable(inc) else fallback
 
 
-class _FastHistogram:
-    """One histogram child observed by bisecting its bounds once, instead of the public linear scan."""
+def _histogram_observer(child: Histogram) -> Add:
+    """The child's `observe`, bisecting its bounds once instead of the public linear scan; for the
+    single-process float values, the sum and the bucket are added to in one call (see `_value_adder`)."""
+    bounds = getattr(child, "_upper_bounds", None)
+    buckets = getattr(child, "_buckets", None)
+    total = getattr(child, "_sum", None)
+    if bounds is None or buckets is None or total is None:  # internals moved: stay correct, if slower
+        return child.observe
+    bounds = list(bounds)
+    if all(_is_local(value) for value in (total, *buckets)):
 
-    __slots__ = ("bounds", "buckets", "sum")
+        def observe_local(seconds: float) -> None:
+            total._value += seconds
+            buckets[bisect_left(bounds, seconds)]._value += 1
 
-    def __init__(self, child: Histogram) -> None:
-        bounds = getattr(child, "_upper_bounds", None)
-        buckets = getattr(child, "_buckets", None)
-        total = getattr(child, "_sum", None)
-        if bounds is None or buckets is None or total is None:  # internals moved: stay correct, if slower
-            self.bounds: list[float] = []
-            self.buckets: list[Add] = []
-            self.sum: Add = child.observe
-        else:
-            self.bounds = list(bounds)
-            self.buckets = [_value_adder(bucket, bucket.inc) for bucket in buckets]
-            self.sum = _value_adder(total, total.inc)
+        return observe_local
+    adds = [_value_adder(bucket, bucket.inc) for bucket in buckets]
+    add_sum = _value_adder(total, total.inc)
 
-    def observe(self, seconds: float) -> None:
-        self.sum(seconds)
-        if self.buckets:
-            self.buckets[bisect_left(self.bounds, seconds)](1)
+    def observe(seconds: float) -> None:
+        add_sum(seconds)
+        adds[bisect_left(bounds, seconds)](1)
+
+    return observe
 
 
 class _Series:
@@ -172,8 +180,8 @@ class _Series:
     def __init__(self, metrics: Metrics, gateway: str, provider: str, model: str, status: object) -> None:
         self.metrics, self.gateway, self.provider, self.model = metrics, gateway, provider, model
         self.requests = _adder(metrics.requests.labels(gateway, provider, model, _status_class(status)))
-        self.duration = _FastHistogram(metrics.duration.labels(gateway, provider))
-        self.ttfb = _FastHistogram(metrics.first_byte.labels(gateway, provider))
+        self.duration = _histogram_observer(metrics.duration.labels(gateway, provider))
+        self.ttfb = _histogram_observer(metrics.first_byte.labels(gateway, provider))
         self.tokens: list[Add | None] = [None] * len(TOKEN_DIRECTIONS)  # bound on first use
         self.cost = _adder(metrics.cost.labels(gateway, provider, model))
         self.cache_hits = _adder(metrics.cache_hits.labels(gateway))
@@ -296,27 +304,27 @@ class Metrics:
 
     def observe(self, record: Mapping[str, Any]) -> None:
         """Count one finished call from its log record; cheap enough to run on every call."""
-        key = (record.get("gateway"), record.get("provider"), record.get("model"), record.get("status_code"))
-        series = self._series.get(key)
-        if series is None:
-            series = self._bind(key)
+        get = record.get
+        key = (get("gateway"), get("provider"), get("model"), get("status_code"))
+        series = self._series.get(key) or self._bind(key)
         series.requests(1)
-        duration = record.get("duration_ms")
+        duration = get("duration_ms")
         if duration is not None and duration >= 0:
-            series.duration.observe(duration / 1000)
-        ttfb = record.get("ttfb_ms")
+            series.duration(duration / 1000)
+        ttfb = get("ttfb_ms")
         if ttfb is not None and ttfb >= 0:
-            series.ttfb.observe(ttfb / 1000)
-        for index, (field, _) in enumerate(TOKEN_DIRECTIONS):
-            count = record.get(field)
+            series.ttfb(ttfb / 1000)
+        tokens = series.tokens
+        for index, field in _TOKEN_FIELDS:
+            count = get(field)
             if count and count > 0:
-                (series.tokens[index] or series.token_adder(index))(count)
-        cost = record.get("cost")
+                (tokens[index] or series.token_adder(index))(count)
+        cost = get("cost")
         if cost and cost > 0:
             series.cost(cost)
-        if record.get("cached"):
+        if get("cached"):
             series.cache_hits(1)
-        if series.failed or record.get("error") is not None:
+        if series.failed or get("error") is not None:
             self._count_error(series, record)
 
     def _bind(self, key: tuple[Any, Any, Any, Any]) -> _Series:

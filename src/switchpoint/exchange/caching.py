@@ -79,7 +79,7 @@ def question(
         ex.gateway_id, surface, provider.name, ex.method, target.path, query, ex.body,
         directive.custom_key if directive is not None else None, ex.token_id, ex.options.byok_alias,
         target.translator is not None, tuple(target.headers.items()) if target.headers else None,
-        tuple([headers.get(name) for name in VARY_HEADERS]),
+        tuple(map(headers.get, VARY_HEADERS)),
         tuple([tuple(headers.getall(name, ())) for name in _credential_headers(provider)]),
     )  # fmt: skip
 
