@@ -70,3 +70,29 @@ def test_metrics_endpoint_counts_calls(stack: GatewayStack) -> None:
     ]
     assert samples and samples[0].value >= 1
     assert "switchpoint_request_duration_seconds" in families
+
+
+_SHAPE = ("provider", "model", "direction")
+
+
+def _tokens(text: str, provider: str, model: str, direction: str) -> float:
+    """`switchpoint_tokens_total` of one call shape and direction; 0 when the series was never created."""
+    wanted = (provider, model, direction)
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = sample.labels
+            if sample.name == "switchpoint_tokens_total" and tuple(map(labels.get, _SHAPE)) == wanted:
+                return sample.value
+    return 0.0
+
+
+def test_reasoning_tokens_reach_the_token_metrics(stack: GatewayStack) -> None:
+    model = "@cf/moonshotai/kimi-k2.5"  # a Workers AI model that reports reasoning tokens in its usage
+    reply = client(stack).chat.completions.create(model=f"workers-ai/{model}", messages=USER)
+    details = reply.usage.completion_tokens_details if reply.usage else None
+    reasoning = details.reasoning_tokens if details else None
+    assert reasoning  # the upstream reported some: otherwise this checks nothing
+    with urllib.request.urlopen(f"{stack.origin}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    assert _tokens(text, "workers-ai", model, "reasoning") == reasoning
+    assert _tokens(text, "workers-ai", model, "out") == reply.usage.completion_tokens  # type: ignore[union-attr]

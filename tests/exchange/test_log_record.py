@@ -15,9 +15,9 @@ def exchange() -> Exchange:
     )  # fmt: skip
 
 
-def test_a_record_has_every_column_then_the_error_kind() -> None:
+def test_a_record_has_every_column_then_what_only_the_metrics_read() -> None:
     record = exchange().log_record()
-    assert tuple(record) == (*LOG_COLUMNS, "error_kind")
+    assert tuple(record) == (*LOG_COLUMNS, "error_kind", "cache_read_tokens", "cache_write_tokens", "reasoning_tokens")
     assert (record["feedback"], record["score"]) == (None, None)  # set later, by the logs API
 
 

@@ -41,7 +41,7 @@ _RECORD: dict[str, Any] = dict.fromkeys(
         "status_code", "success", "cached", "stream", "attempts", "step", "tokens_in", "tokens_out", "cost",
         "custom_cost", "duration_ms", "ttfb_ms", "event_id", "metadata", "request_body", "response_body",
         "request_size", "response_size", "error", "user_agent", "feedback", "score", "route", "route_path",
-        "error_kind",
+        "error_kind", "cache_read_tokens", "cache_write_tokens", "reasoning_tokens",
     )
 )  # fmt: skip
 _LOW_48 = (1 << 48) - 1
@@ -141,8 +141,8 @@ class Exchange:
             self.ttfb = time.perf_counter() - self.started
 
     def log_record(self) -> dict[str, Any]:
-        """The row for the log store, every column of it (the writer reads them in one step) and `error_kind`
-        for the metrics; bodies only when payload collection is on."""
+        """The row for the log store, every column of it (the writer reads them in one step), then `error_kind`
+        and the cache and reasoning token counts for the metrics; bodies only when payload collection is on."""
         options = self.options
         payload = options.collect_payload
         usage = self.usage or _NO_USAGE
@@ -186,6 +186,9 @@ class Exchange:
         record["route"] = self.route
         record["route_path"] = (">".join(self.route_path) or None) if self.route_path else None
         record["error_kind"] = self.error_kind
+        record["cache_read_tokens"] = usage.cache_read_tokens  # for the token metrics: not columns of the log
+        record["cache_write_tokens"] = usage.cache_write_tokens
+        record["reasoning_tokens"] = usage.reasoning_tokens
         return record
 
     def finish(self) -> dict[str, Any]:
