@@ -31,6 +31,7 @@ from switchpoint.state.base import (
     ImmediateCounters,
     StateUnavailable,
     new_tuple,
+    with_amount,
 )
 
 log = logging.getLogger("switchpoint.limits")
@@ -115,7 +116,10 @@ class _Shape(NamedTuple):
     counters: tuple[Charge, ...]
 
     def charges(self, amount: float) -> tuple[Charge, ...]:
-        return tuple([c._replace(amount=amount) for c in self.counters])
+        """The counters as charges of `amount`."""
+        if len(self.counters) == 1:
+            return (with_amount(self.counters[0], amount),)
+        return tuple([with_amount(c, amount) for c in self.counters])
 
 
 def _part(value: object) -> str:
@@ -376,14 +380,14 @@ class Limits:
                 except StateUnavailable as exc:
                     self._unavailable("budget", exc)
                 return
-            adjust: Sequence[Charge] = [c._replace(amount=delta) for c in held]
+            adjust: Sequence[Charge] = [with_amount(c, delta) for c in held]
         else:
             counters = self._spend_shape(gateway_id, gateway, provider or held_provider, model, metadata).counters
-            now = [c._replace(amount=-actual_cost) for c in counters]
+            now = [with_amount(c, -actual_cost) for c in counters]
             if [c.key for c in now] == [c.key for c in held]:
-                adjust = [c._replace(amount=estimate - actual_cost) for c in held]
+                adjust = [with_amount(c, estimate - actual_cost) for c in held]
             else:
-                adjust = [c._replace(amount=estimate) for c in held] + now
+                adjust = [with_amount(c, estimate) for c in held] + now
             adjust = [c for c in adjust if abs(c.amount) > EPSILON]
         if adjust:
             self._refund_soon(adjust, at)

@@ -27,7 +27,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from importlib.resources import files
 from typing import TypeVar
 
-from switchpoint.state.base import Charge, Decision, StateUnavailable
+from switchpoint.state.base import Charge, Decision, StateUnavailable, with_amount
 from switchpoint.state.breaker import Breaker
 from switchpoint.state.refunds import PendingRefunds
 from switchpoint.state.resp import Arg, ConnectionLost, RedisAddress, Reply, ReplyError, RespClient, pack
@@ -108,7 +108,7 @@ class RedisState:
         self._arm(urgent)
 
     def refund_one(self, charge: Charge, amount: float, at: float) -> None:
-        self.refund_soon((charge._replace(amount=amount),), at)
+        self.refund_soon((with_amount(charge, amount),), at)
 
     def _arm(self, urgent: bool) -> None:
         """Start the flush timer (again without delay for an extra charge); one flush runs at a time."""
