@@ -117,7 +117,7 @@ class ImmediateCounters(Protocol):
         """`consume`, answered at once."""
         ...
 
-    def consume_one(self, charge: Charge, amount: float) -> Decision:
+    def consume_one(self, charge: Charge, amount: float, now: float | None = None) -> Decision:
         """`consume` of `amount` (not `charge.amount`) in the counter `charge` names: the usual call, one
         rate limit or one spend rule, without building a charge and a sequence for it."""
         ...

@@ -4,7 +4,7 @@ Nothing here awaits between reading and writing, so every method is atomic under
 on one event loop without a lock. Counter arithmetic follows `base.py` (epoch-aligned fixed windows,
 sliding windows of 60 sub-windows) exactly as `counters.lua` does, so both backends answer alike.
 
-Since nothing waits, a single charge is also offered synchronously (`consume_one`, `refund_one`: the
+Since nothing waits, checks are also offered synchronously (`consume_now`, `consume_one`: the
 `ImmediateCounters` protocol), which spares the limits' hot path a coroutine per check.
 """
 
@@ -197,18 +197,12 @@ class MemoryState:
         """`consume` without waiting (`ImmediateCounters`)."""
         if len(charges) != 1:
             return self._check(charges, now, take=True)
-        # the hot path, one rate limit or one spend rule: `_check` without its calls
-        at = self._clock() if now is None else now
-        now_ms = int(at * 1000)
-        if now_ms >= self._sweep_at:
-            self._sweep(now_ms)
-        key, amount, limit, window_s, technique = charges[0]
-        entry = self._counters.get((technique, window_s, key)) or self._entry(key, window_s, technique)
-        return [entry.check(amount, limit, now_ms, True, at)]
+        return [self.consume_one(charges[0], charges[0].amount, now)]
 
-    def consume_one(self, charge: Charge, amount: float) -> Decision:
-        """`consume_now` of `amount` in the counter `charge` names: one call's rate limit or spend rule."""
-        at = self._clock()
+    def consume_one(self, charge: Charge, amount: float, now: float | None = None) -> Decision:
+        """`consume_now` of `amount` in the counter `charge` names: one call's rate limit or spend rule, the
+        hot path (`_check` without its calls)."""
+        at = self._clock() if now is None else now
         now_ms = int(at * 1000)
         if now_ms >= self._sweep_at:
             self._sweep(now_ms)
