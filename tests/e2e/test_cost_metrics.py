@@ -86,13 +86,19 @@ def _tokens(text: str, provider: str, model: str, direction: str) -> float:
     return 0.0
 
 
+def _metrics(stack: GatewayStack) -> str:
+    with urllib.request.urlopen(f"{stack.origin}/metrics", timeout=5) as response:
+        return str(response.read().decode())
+
+
 def test_reasoning_tokens_reach_the_token_metrics(stack: GatewayStack) -> None:
     model = "@cf/moonshotai/kimi-k2.5"  # a Workers AI model that reports reasoning tokens in its usage
+    before = _metrics(stack)  # the stack is shared: other tests may have called this model already
     reply = client(stack).chat.completions.create(model=f"workers-ai/{model}", messages=USER)
     details = reply.usage.completion_tokens_details if reply.usage else None
     reasoning = details.reasoning_tokens if details else None
     assert reasoning  # the upstream reported some: otherwise this checks nothing
-    with urllib.request.urlopen(f"{stack.origin}/metrics", timeout=5) as response:
-        text = response.read().decode()
-    assert _tokens(text, "workers-ai", model, "reasoning") == reasoning
-    assert _tokens(text, "workers-ai", model, "out") == reply.usage.completion_tokens  # type: ignore[union-attr]
+    after = _metrics(stack)
+    for direction, expected in (("reasoning", reasoning), ("out", reply.usage.completion_tokens)):  # type: ignore[union-attr]
+        grown = _tokens(after, "workers-ai", model, direction) - _tokens(before, "workers-ai", model, direction)
+        assert grown == expected, direction
