@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from multidict import CIMultiDict
+from multidict import CIMultiDict, CIMultiDictProxy
 
+from switchpoint.cache.policy import cache_directive
 from switchpoint.config import GatewayConfig
 from switchpoint.errors import BadRequest
 from switchpoint.exchange.options import (
@@ -279,3 +280,10 @@ def test_without_option_headers_a_call_gets_its_gateways_defaults(gateway: Gatew
     assert parse_options(other, gateway) == default_options(gateway)
     assert parse_options(other, gateway) == parse_options({"cf-aig-collect-log-payload": "true"}, gateway)
     assert default_options(gateway) is default_options(gateway)  # built once
+
+
+def test_option_and_cache_headers_are_found_in_any_case() -> None:
+    headers = CIMultiDictProxy(CIMultiDict({"CF-AIG-Max-Attempts": "2", "CF-AIG-SKIP-CACHE": "true"}))
+    assert parse_options(headers, DEFAULT).retry.max_attempts == 2
+    directive = cache_directive(GatewayConfig(cache_ttl=60), "POST", headers)
+    assert directive is not None and directive.skip_lookup
