@@ -303,15 +303,16 @@ class Limits:
             raise TypeError("reserve_now needs immediate counters; await reserve")
         if estimate < 0:
             estimate = 0.0
-        rules, held = self._spend_shape(gateway_id, gateway, provider, model, metadata)
+        shape = self._spend_shape(gateway_id, gateway, provider, model, metadata)
+        held = shape.counters
         if len(held) == 1:  # the usual gateway: one rule
             decision = counters.consume_one(held[0], estimate)
             if not decision[0]:
-                _check_spend((decision,), rules, provider, model)
+                _check_spend((decision,), shape.rules, provider, model)
             at = decision[4]
         elif held:
-            decisions = counters.consume_now(_Shape(rules, held).charges(estimate))
-            _check_spend(decisions, rules, provider, model)
+            decisions = counters.consume_now(shape.charges(estimate))
+            _check_spend(decisions, shape.rules, provider, model)
             at = decisions[0][4]
         else:
             at = 0.0
