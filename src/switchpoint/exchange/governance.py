@@ -20,15 +20,13 @@ ESTIMATED_OUTPUT_TOKENS = 512
 
 
 async def check_rate(ex: Exchange) -> None:
-    """Count the call against the gateway's rate limit (raises 429/2003 over it). In-process counters
-    answer at once (`check_rate_now`), without the coroutine of `check_rate`."""
-    gateway = ex.gateway
-    if gateway.rate_limit is not None:
-        limits, metadata = ex.runtime.limits, ex.options.metadata
-        if limits.immediate:
-            ex.rate = limits.check_rate_now(ex.gateway_id, gateway, ex.token_id, metadata)
-        else:
-            ex.rate = await limits.check_rate(ex.gateway_id, gateway, ex.token_id, metadata)
+    """Count the call against the gateway's rate limit (raises 429/2003 over it); the caller skips it for a
+    gateway without one. In-process counters answer at once (`check_rate_now`), without a coroutine."""
+    limits, gateway, metadata = ex.runtime.limits, ex.gateway, ex.options.metadata
+    if limits.immediate:
+        ex.rate = limits.check_rate_now(ex.gateway_id, gateway, ex.token_id, metadata)
+    else:
+        ex.rate = await limits.check_rate(ex.gateway_id, gateway, ex.token_id, metadata)
 
 
 async def reserve_budget(ex: Exchange, target: Target) -> None:
