@@ -16,19 +16,19 @@ from collections.abc import Sequence
 from typing import Any
 
 import orjson
-from sqlalchemy import Boolean, LargeBinary
+from sqlalchemy import Boolean
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from switchpoint.store.spool import Record, row
-from switchpoint.store.tables import LOG_COLUMNS, logs
+from switchpoint.store.tables import BINARY_LOG_COLUMNS, LOG_COLUMNS, logs
 
 _WIDTH = len(LOG_COLUMNS)
 _ROW = operator.itemgetter(*LOG_COLUMNS)
 _METADATA = LOG_COLUMNS.index("metadata")
 _CUSTOM_COST = LOG_COLUMNS.index("custom_cost")
 _BOOLEANS = tuple(i for i, column in enumerate(logs.columns) if isinstance(column.type, Boolean))
-_BLOBS = tuple(i for i, column in enumerate(logs.columns) if isinstance(column.type, LargeBinary))
+_BLOBS = tuple(i for i, name in enumerate(LOG_COLUMNS) if name in BINARY_LOG_COLUMNS)
 _REQUIRED = frozenset(i for i, column in enumerate(logs.columns) if not column.nullable)
 # Rows per statement: SQLite's thread holds the GIL while it binds them and the core while it stores them,
 # and asyncpg encodes a COPY on the loop, so a call arriving meanwhile waits for one slice, not the batch.
