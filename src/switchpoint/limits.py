@@ -28,9 +28,11 @@ from switchpoint.state.base import (
     Charge,
     CounterBackend,
     Decision,
+    DecisionTuple,
     ImmediateCounters,
+    Meter,
+    Refused,
     StateUnavailable,
-    new_tuple,
     with_amount,
 )
 
@@ -44,82 +46,88 @@ _MAX_CACHED_CHARGES = 10_000  # charges kept built, per process (one per gateway
 _LIMIT, _REMAINING, _RESET = map(istr, ("RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset"))
 
 
-class RateDecision(tuple[bool, float, float, float, float]):
-    """An admitted call's place in its rate limit, for the `RateLimit-*` response headers: the counters'
-    `Decision` as it came (re-tagged by `new_tuple`, not built anew), read as whole numbers on demand, since
-    most calls only ever turn it into headers."""
+# An admitted call's place in its rate limit: the counters' answer as it came, a `Decision`'s fields
+# (allowed, limit, remaining, reset_s, at), as a plain tuple on the in-process path. Most calls only ever
+# turn it into the `RateLimit-*` headers (`write_rate_headers`); `rate_numbers` reads it.
+RateDecision = DecisionTuple
 
-    __slots__ = ()
 
-    @property
-    def limit(self) -> int:
-        return self.whole()[0]
+class RateNumbers(NamedTuple):
+    """A rate decision as the headers give it: whole numbers, a reset of at least 1 s."""
 
-    @property
-    def remaining(self) -> int:
-        return self.whole()[1]
+    limit: int
+    remaining: int
+    reset_s: int
 
-    @property
-    def reset_s(self) -> int:
-        return self.whole()[2]
 
-    def whole(self) -> tuple[int, int, int]:
-        """(limit, remaining, reset in s) as the headers give them: whole numbers, a reset of at least 1 s."""
-        reset = math.ceil(self[3])  # by index: unpacking a tuple subclass goes through an iterator
-        return int(self[1]), int(self[2] + EPSILON), reset if reset > 1 else 1
+def rate_numbers(rate: RateDecision) -> RateNumbers:
+    reset = math.ceil(rate[3])
+    return RateNumbers(int(rate[1]), int(rate[2] + EPSILON), reset if reset > 1 else 1)
 
-    def headers(self) -> dict[str, str]:
-        found: dict[str, str] = {}
-        self.write_headers(found)
-        return found
 
-    def write_headers(self, out: MutableMapping[str, str]) -> None:
-        """Set the three `RateLimit-*` headers in `out` (item by item: the cheapest way into a CIMultiDict)."""
-        limit, remaining, reset_s = self.whole()
-        out[_LIMIT] = str(limit)
-        out[_REMAINING] = str(remaining)
-        out[_RESET] = str(reset_s)
+def write_rate_headers(rate: RateDecision, out: MutableMapping[str, str]) -> None:
+    """Set the three `RateLimit-*` headers in `out` (item by item: the cheapest way into a CIMultiDict), as
+    `rate_numbers` gives them, computed in line: this runs on every admitted call."""
+    reset = math.ceil(rate[3])
+    out[_LIMIT] = str(int(rate[1]))
+    out[_REMAINING] = str(int(rate[2] + EPSILON))
+    out[_RESET] = str(reset if reset > 1 else 1)
+
+
+def rate_headers(rate: RateDecision) -> dict[str, str]:
+    found: dict[str, str] = {}
+    write_rate_headers(rate, found)
+    return found
 
 
 class RateLimitExceeded(RateLimited):
     """429/2003 carrying the refused call's `RateLimit-*` values; `retry_after` is when one more call fits."""
 
     def __init__(self, decision: RateDecision) -> None:
-        super().__init__(retry_after=decision.reset_s)
+        super().__init__(retry_after=rate_numbers(decision).reset_s)
         self.decision = decision
 
     def headers(self) -> dict[str, str]:
-        return {"Retry-After": str(self.decision.reset_s), **self.decision.headers()}
+        return {"Retry-After": str(self.retry_after), **rate_headers(self.decision)}
 
 
-class Reservation(NamedTuple):
-    """The expected cost held in each applicable spend rule, and what `settle` needs to correct it (a
-    NamedTuple: one is built on every call)."""
+class _Shape:
+    """The spend rules that apply to one call shape (gateway, target, and the metadata values the rules
+    read) and their counters: as charges of amount 0 that each call copies with its own amount, and with
+    in-process counters as meters it takes from directly. Built once per shape and kept (see `_spend_shape`);
+    every reservation points at its shape, which has all that `settle` needs besides the amounts."""
 
-    gateway_id: str
-    gateway: GatewayConfig
-    metadata: Mapping[str, Any] | None
-    provider: str
-    model: str | None
-    estimate: float
-    # The counters that each hold `estimate` (their own amount is unset, see `_Shape`); empty when the
-    # state was unreachable and the budget failed open.
-    charges: tuple[Charge, ...]
-    at: float
+    __slots__ = ("counters", "gateway_id", "metadata", "meters", "model", "provider", "rules", "spend_limits")
 
+    def __init__(
+        self,
+        gateway_id: str,
+        spend_limits: list[SpendRule],
+        provider: str,
+        model: str | None,
+        metadata: Mapping[str, Any] | None,
+        rules: tuple[SpendRule, ...],
+        counters: tuple[Charge, ...],
+        meters: tuple[Meter, ...],
+    ) -> None:
+        self.gateway_id, self.spend_limits, self.provider, self.model = gateway_id, spend_limits, provider, model
+        self.metadata = metadata  # the values the rules read are the same for every call of this shape
+        self.rules, self.counters, self.meters = rules, counters, meters
 
-class _Shape(NamedTuple):
-    """The spend rules that apply to one call shape and their counters, as charges of amount 0 that each
-    call sends with its own amount (`consume_one`), or copies with it."""
-
-    rules: tuple[SpendRule, ...]
-    counters: tuple[Charge, ...]
+    def unheld(self) -> _Shape:
+        """This shape with nothing held: a reservation the state could not make (the budget failed open)."""
+        return _Shape(self.gateway_id, self.spend_limits, self.provider, self.model, self.metadata, (), (), ())
 
     def charges(self, amount: float) -> tuple[Charge, ...]:
         """The counters as charges of `amount`."""
         if len(self.counters) == 1:
             return (with_amount(self.counters[0], amount),)
         return tuple([with_amount(c, amount) for c in self.counters])
+
+
+# The expected cost held in each spend rule of a call's shape: (shape, estimate, the clock it was held at),
+# all that `settle` needs to correct it. A plain tuple: one is built on every budgeted call.
+Reservation = tuple[_Shape, float, float]
 
 
 def _part(value: object) -> str:
@@ -186,6 +194,7 @@ class Limits:
         self.immediate = self._now is not None
         self._fail_open = fail_open or FailOpenConfig()
         self._rate_charges: dict[tuple[str, str | None], tuple[RateLimitConfig, Charge]] = {}
+        self._rate_meters: dict[tuple[str, str | None], tuple[RateLimitConfig, Meter]] = {}
         self._spend: dict[str, _SpendRules] = {}
         self._failing: set[str] = set()
         self.failures = {"rate_limit": 0, "budget": 0}  # calls that met unreachable state, per feature
@@ -203,8 +212,8 @@ class Limits:
         if rule is None:
             return None
         if self._now is not None:
-            return self.check_rate_now(gateway_id, gateway, token_id, metadata)
-        charge = self._rate_charge(gateway_id, rule, token_id, metadata)
+            return self.check_rate_now(gateway_id, rule, token_id, metadata)
+        charge = self._rate_charge(gateway_id, rule, _rate_part(rule, token_id, metadata))
         try:
             decision = (await self._counters.consume((charge,)))[0]
         except StateUnavailable as exc:
@@ -218,29 +227,32 @@ class Limits:
     def check_rate_now(
         self,
         gateway_id: str,
-        gateway: GatewayConfig,
+        rule: RateLimitConfig,
         token_id: str | None = None,
         metadata: Mapping[str, Any] | None = None,
-    ) -> RateDecision | None:
-        """`check_rate` with `immediate` counters (which are never unreachable), without waiting."""
-        rule, counters = gateway.rate_limit, self._now
-        if rule is None:
-            return None
+    ) -> RateDecision:
+        """`check_rate` of the gateway's `rate_limit` with `immediate` counters (which are never unreachable),
+        without waiting: the bucket's meter, kept while the rule stays the same object, takes one."""
+        part = None if rule.key is None else _rate_part(rule, token_id, metadata)
+        held = self._rate_meters.get((gateway_id, part))
+        if held is None or held[0] is not rule:
+            held = self._rate_meter(gateway_id, rule, part)
+        decision = held[1].take(1)
+        if not decision[0]:
+            raise RateLimitExceeded(decision)
+        return decision
+
+    def _rate_meter(self, gateway_id: str, rule: RateLimitConfig, part: str | None) -> tuple[RateLimitConfig, Meter]:
+        counters = self._now
         if counters is None:
             raise TypeError("check_rate_now needs immediate counters; await check_rate")
-        return _admitted(counters.consume_one(self._rate_charge(gateway_id, rule, token_id, metadata), 1))
+        if len(self._rate_meters) >= _MAX_CACHED_CHARGES:
+            self._rate_meters.clear()
+        held = self._rate_meters[(gateway_id, part)] = (rule, counters.meter(self._rate_charge(gateway_id, rule, part)))
+        return held
 
-    def _rate_charge(
-        self, gateway_id: str, rule: RateLimitConfig, token_id: str | None, metadata: Mapping[str, Any] | None
-    ) -> Charge:
+    def _rate_charge(self, gateway_id: str, rule: RateLimitConfig, part: str | None) -> Charge:
         """The charge for this call's bucket, reused while the rule stays the same object (bounded)."""
-        if rule.key is None:
-            part = None
-        elif rule.key == "token":
-            part = token_id
-        else:
-            value = metadata.get(rule.key[9:]) if metadata else None  # after "metadata."
-            part = None if value is None else metadata_text(value)
         cached = self._rate_charges.get((gateway_id, part))
         if cached is not None and cached[0] is rule:
             return cached[1]
@@ -268,67 +280,62 @@ class Limits:
         if not gateway.spend_limits:
             return None
         if self._now is not None:
-            return self.reserve_now(gateway_id, gateway, provider, model, metadata, estimate)
+            return self.reserve_now(gateway_id, gateway.spend_limits, provider, model, metadata, estimate)
         if estimate < 0:
             estimate = 0.0
-        shape = self._spend_shape(gateway_id, gateway, provider, model, metadata)
+        shape = self._spend_shape(gateway_id, gateway.spend_limits, provider, model, metadata)
         if not shape.counters:
-            return Reservation(gateway_id, gateway, metadata, provider, model, estimate, (), 0.0)
+            return (shape, estimate, 0.0)
         try:
             decisions = await self._counters.consume(shape.charges(estimate))
         except StateUnavailable as exc:
             if not self._unavailable("budget", exc):
                 raise BudgetExceeded("Spend limit state is unavailable", retry_after=1) from None
-            return Reservation(gateway_id, gateway, metadata, provider, model, estimate, (), 0.0)
+            return (shape.unheld(), estimate, 0.0)
         if self._failing:
             self._available("budget")
         _check_spend(decisions, shape.rules, provider, model)
-        held = (gateway_id, gateway, metadata, provider, model, estimate, shape.counters, decisions[0].at)
-        return new_tuple(Reservation, held)
+        return (shape, estimate, decisions[0].at)
 
     def reserve_now(
         self,
         gateway_id: str,
-        gateway: GatewayConfig,
+        spend_limits: list[SpendRule],
         provider: str,
         model: str | None,
         metadata: Mapping[str, Any] | None,
         estimate: float,
-    ) -> Reservation | None:
-        """`reserve` with `immediate` counters (which are never unreachable), without waiting."""
-        counters = self._now
-        if not gateway.spend_limits:
-            return None
-        if counters is None:
-            raise TypeError("reserve_now needs immediate counters; await reserve")
+    ) -> Reservation:
+        """`reserve` in the gateway's (non-empty) `spend_limits` with `immediate` counters (which are never
+        unreachable), without waiting: with one rule, its meter holds the estimate."""
         if estimate < 0:
             estimate = 0.0
-        shape = self._spend_shape(gateway_id, gateway, provider, model, metadata)
-        held = shape.counters
-        if len(held) == 1:  # the usual gateway: one rule
-            decision = counters.consume_one(held[0], estimate)
-            if not decision[0]:
-                _check_spend((decision,), shape.rules, provider, model)
-            at = decision[4]
-        elif held:
-            decisions = counters.consume_now(shape.charges(estimate))
-            _check_spend(decisions, shape.rules, provider, model)
-            at = decisions[0][4]
-        else:
-            at = 0.0
-        return new_tuple(Reservation, (gateway_id, gateway, metadata, provider, model, estimate, held, at))
+        shape = self._spend_shape(gateway_id, spend_limits, provider, model, metadata)
+        meters = shape.meters
+        if len(meters) == 1:  # the usual gateway: one rule
+            try:
+                return (shape, estimate, meters[0].hold(estimate))
+            except Refused as refused:
+                _check_spend((refused.decision,), shape.rules, provider, model)
+        counters = self._now
+        if counters is None:
+            raise TypeError("reserve_now needs immediate counters; await reserve")
+        if not meters:
+            return (shape, estimate, 0.0)
+        decisions = counters.consume_now(shape.charges(estimate))
+        _check_spend(decisions, shape.rules, provider, model)
+        return (shape, estimate, decisions[0][4])
 
     def _spend_shape(
         self,
         gateway_id: str,
-        gateway: GatewayConfig,
+        rules: list[SpendRule],
         provider: str,
         model: str | None,
         metadata: Mapping[str, Any] | None,
     ) -> _Shape:
         """The rules that apply to this call and their counters, kept per gateway while its rules stay the
         same object (bounded, like the rate-limit charges), by target and the metadata values the rules read."""
-        rules = gateway.spend_limits
         known = self._spend.get(gateway_id)
         if known is None or known.rules is not rules:
             if len(self._spend) >= _MAX_CACHED_CHARGES:
@@ -347,9 +354,12 @@ class Limits:
                 if bucket is not None:
                     applying.append(rule)
                     counters.append(Charge(bucket, 0.0, rule.limit, rule.window, rule.technique))
+        meters = tuple([self._now.meter(c) for c in counters]) if self._now is not None else ()
         if len(known.shapes) >= _MAX_CACHED_CHARGES:
             known.shapes.clear()
-        built = known.shapes[(provider, model, values)] = _Shape(tuple(applying), tuple(counters))
+        read = {k: metadata[k] for k in keys if k in metadata} if metadata and keys else None
+        built = _Shape(gateway_id, rules, provider, model, read, tuple(applying), tuple(counters), meters)
+        known.shapes[(provider, model, values)] = built
         return built
 
     def settle(
@@ -366,16 +376,19 @@ class Limits:
         the call is over."""
         if reservation is None or actual_cost is None:
             return
-        gateway_id, gateway, metadata, held_provider, held_model, estimate, held, at = reservation
-        if provider is None and model is None:
-            provider, model = held_provider, held_model
+        shape, estimate, at = reservation
         if actual_cost < 0:
             actual_cost = 0.0
-        if held and provider == held_provider and model == held_model:
+        held = shape.counters
+        if held and (provider == shape.provider and model == shape.model or provider is None and model is None):
             delta = estimate - actual_cost  # the same rules and buckets as reserved
             if -EPSILON <= delta <= EPSILON:
                 return
-            if len(held) == 1:  # the usual gateway: one rule
+            meters = shape.meters
+            if len(meters) == 1:  # the usual gateway, in-process: one rule
+                meters[0].give_back(delta, at)
+                return
+            if len(held) == 1:
                 try:
                     self._counters.refund_one(held[0], delta, at)
                 except StateUnavailable as exc:
@@ -383,8 +396,12 @@ class Limits:
                 return
             adjust: Sequence[Charge] = [with_amount(c, delta) for c in held]
         else:
-            counters = self._spend_shape(gateway_id, gateway, provider or held_provider, model, metadata).counters
-            now = [with_amount(c, -actual_cost) for c in counters]
+            if provider is None and model is None:
+                provider, model = shape.provider, shape.model
+            answered = self._spend_shape(
+                shape.gateway_id, shape.spend_limits, provider or shape.provider, model, shape.metadata
+            )
+            now = [with_amount(c, -actual_cost) for c in answered.counters]
             if [c.key for c in now] == [c.key for c in held]:
                 adjust = [with_amount(c, estimate - actual_cost) for c in held]
             else:
@@ -456,21 +473,30 @@ class RouteLimiter:
         await self._limits.route_add(bucket, amount, window_s, technique)
 
 
+def _rate_part(rule: RateLimitConfig, token_id: str | None, metadata: Mapping[str, Any] | None) -> str | None:
+    """Which bucket of a keyed rate limit this call counts in (None: the shared one, see `_NONE`)."""
+    if rule.key == "token":
+        return token_id
+    value = metadata.get(rule.key[9:]) if metadata and rule.key else None  # after "metadata."
+    return None if value is None else metadata_text(value)
+
+
 def _admitted(decision: Decision) -> RateDecision:
     """The call's place in its rate limit; raises `RateLimitExceeded` (429/2003) when it was refused."""
-    result: RateDecision = new_tuple(RateDecision, decision)
     if not decision[0]:
-        raise RateLimitExceeded(result)
-    return result
+        raise RateLimitExceeded(decision)
+    return decision
 
 
-def _check_spend(decisions: Sequence[Decision], rules: Sequence[SpendRule], provider: str, model: str | None) -> None:
+def _check_spend(
+    decisions: Sequence[DecisionTuple], rules: Sequence[SpendRule], provider: str, model: str | None
+) -> None:
     """Raise `BudgetExceeded` (429/2041) naming the first rule the call did not fit."""
     for i, decision in enumerate(decisions):
         if not decision[0]:
             where = f"{provider} {model}" if model else provider
             message = f"Spend limit exceeded: {_rule_text(rules[i])} for {where}"
-            raise BudgetExceeded(message, retry_after=max(1, math.ceil(decision.reset_s)))
+            raise BudgetExceeded(message, retry_after=max(1, math.ceil(decision[3])))
 
 
 def _technique(technique: str) -> Technique:

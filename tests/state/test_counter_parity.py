@@ -1,8 +1,9 @@
 """The in-process counters answer exactly as the Redis script, on random sequences of checks, peeks and
 settlements with a clock that mostly creeps, sometimes jumps a window and now and then steps back.
 
-The memory side goes through the hot-path methods (`consume_one`, `consume_now`, `refund_one`), whose steady-span
-shortcut must never change an answer; the Redis side is the script every replica shares.
+The memory side goes through the hot-path methods (a kept `meter`'s `take`, `hold` and `give_back`, `consume_one`,
+`consume_now`, `refund_one`), whose steady-span shortcut must never change an answer, and the clock's jumps let
+the sweep forget the counter under the meter; the Redis side is the script every replica shares.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import uuid
 import pytest
 
 from switchpoint.state import Charge, Decision, MemoryState, RedisState
+from switchpoint.state.base import Refused
 from tests.state.redis_support import delete_prefix
 
 START_MS = 1_800_000_000_000
@@ -49,6 +51,7 @@ async def test_memory_answers_as_the_redis_script(redis_url: str, technique: str
     prefix = f"sp-test:{uuid.uuid4().hex}:"
     redis = RedisState.from_url(redis_url, prefix=prefix)
     taken: list[tuple[Charge, float]] = []  # what each admitted check took, and when, for settlements
+    meter = memory.meter(Charge("bucket", 0.0, 10.0, 60, technique))  # type: ignore[arg-type]
     try:
         for step in range(120):
             clock_ms[0] += _step(rng)
@@ -58,13 +61,29 @@ async def test_memory_answers_as_the_redis_script(redis_url: str, technique: str
             if op < 0.25 and taken:
                 held, at = rng.choice(taken[-5:])
                 back = rng.choice((held.amount, held.amount / 2, held.amount + 2, -1.5))  # refunds, an overspend
-                memory.refund_one(held, back, at)
+                if op < 0.12:
+                    meter.give_back(back, at)
+                else:
+                    memory.refund_one(held, back, at)
                 await redis.refund([held._replace(amount=back)], at, now=now)
                 continue
             if op < 0.35:
                 mine, theirs = (await memory.peek([charge]))[0], (await redis.peek([charge], now=now))[0]
+            elif op < 0.45:  # a hold answers only the clock, or the refusal
+                theirs = (await redis.consume([charge], now=now))[0]
+                try:
+                    at = meter.hold(charge.amount)
+                except Refused as refused:
+                    mine = Decision._make(refused.decision)
+                else:
+                    assert theirs.allowed and at == now, f"step {step}: held, where Redis answered {theirs}"
+                    taken.append((charge, at))
+                    continue
             else:
-                mine = memory.consume_one(charge, charge.amount) if op < 0.7 else memory.consume_now([charge])[0]
+                if op < 0.6:
+                    mine = Decision._make(meter.take(charge.amount))
+                else:
+                    mine = memory.consume_one(charge) if op < 0.75 else memory.consume_now([charge])[0]
                 theirs = (await redis.consume([charge], now=now))[0]
                 if mine.allowed:
                     taken.append((charge, mine.at))

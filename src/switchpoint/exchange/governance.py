@@ -7,6 +7,8 @@ answered before any budget is reserved (a hit costs nothing), as on Cloudflare.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
+
 from aiohttp import web
 
 from switchpoint.exchange.caching import cached_call
@@ -14,26 +16,26 @@ from switchpoint.exchange.core import Exchange, Target
 from switchpoint.exchange.pipeline import attempt
 from switchpoint.exchange.relay import relay
 from switchpoint.formats.usage import Usage
+from switchpoint.limits import Reservation
 
 # Without a body to read, a budget reservation assumes this many output tokens.
 ESTIMATED_OUTPUT_TOKENS = 512
 
 
 async def check_rate(ex: Exchange) -> None:
-    """Count the call against the gateway's rate limit (raises 429/2003 over it); the caller skips it for a
-    gateway without one. In-process counters answer at once (`check_rate_now`), without a coroutine."""
-    limits, gateway, metadata = ex.runtime.limits, ex.gateway, ex.options.metadata
-    if limits.immediate:
-        ex.rate = limits.check_rate_now(ex.gateway_id, gateway, ex.token_id, metadata)
-    else:
-        ex.rate = await limits.check_rate(ex.gateway_id, gateway, ex.token_id, metadata)
+    """Count the call against the gateway's rate limit with remote counters (raises 429/2003 over it);
+    `serve_call` checks in-process counters itself (`Limits.check_rate_now`), without a coroutine."""
+    ex.rate = await ex.runtime.limits.check_rate(ex.gateway_id, ex.gateway, ex.token_id, ex.options.metadata)
 
 
-async def reserve_budget(ex: Exchange, target: Target) -> None:
-    """Hold the expected cost in every spend rule that applies (raises 429/2041 when one is spent)."""
+def reserve_budget(ex: Exchange, target: Target) -> Awaitable[None] | None:
+    """Hold the expected cost in every spend rule that applies (raises 429/2041 when one is spent). None when
+    done (in-process counters, or no spend rule), else the reservation to await: so an in-process call
+    makes no coroutine for it."""
     gateway = ex.gateway
-    if not gateway.spend_limits:
-        return
+    spend_limits = gateway.spend_limits
+    if not spend_limits:
+        return None
     runtime, options, provider = ex.runtime, ex.options, target.provider.name
     tokens_in = len(target.body) // 4  # ~4 bytes a token
     custom = options.custom_cost
@@ -43,8 +45,15 @@ async def reserve_budget(ex: Exchange, target: Target) -> None:
         estimate = float(custom.total_cost)  # the caller told us the price up front
     else:
         estimate = custom.cost(Usage(tokens_in, ESTIMATED_OUTPUT_TOKENS)) or 0.0
-    limits, args = runtime.limits, (ex.gateway_id, gateway, provider, target.model, options.metadata, estimate)
-    ex.reservation = limits.reserve_now(*args) if limits.immediate else await limits.reserve(*args)
+    limits, model, metadata = runtime.limits, target.model, options.metadata
+    if limits.immediate:
+        ex.reservation = limits.reserve_now(ex.gateway_id, spend_limits, provider, model, metadata, estimate)
+        return None
+    return _hold_reservation(ex, limits.reserve(ex.gateway_id, gateway, provider, model, metadata, estimate))
+
+
+async def _hold_reservation(ex: Exchange, reserve: Awaitable[Reservation | None]) -> None:
+    ex.reservation = await reserve
 
 
 def settle_budget(ex: Exchange, cost: float | None) -> None:
@@ -64,7 +73,9 @@ async def governed_call(
     """One planned target, the whole way: cache lookup, budget reservation, attempts, relay."""
 
     async def run() -> web.StreamResponse:
-        await reserve_budget(ex, target)
+        reserving = reserve_budget(ex, target)
+        if reserving is not None:
+            await reserving
         answered, answer = await attempt(ex, request.headers, [(target, ex.options.retry)])
         try:
             return await relay(ex, request, answered, answer)

@@ -16,6 +16,7 @@ from switchpoint.exchange.core import MAX_LOGGED_BODY, Exchange, Target
 from switchpoint.formats import anthropic, openai
 from switchpoint.formats.translator import TranslationError, Translator
 from switchpoint.formats.usage import usage_from_body, usage_from_sse
+from switchpoint.limits import write_rate_headers
 from switchpoint.providers.base import Dialect
 from switchpoint.upstream import UpstreamAnswer
 
@@ -44,7 +45,7 @@ def gateway_headers(out: CIMultiDict[str], ex: Exchange) -> None:
     if ex.cache_status is not None:
         out[CACHE_STATUS] = ex.cache_status
     if ex.rate is not None:
-        ex.rate.write_headers(out)
+        write_rate_headers(ex.rate, out)
     out[LOG_ID] = out[REQUEST_ID] = ex.log_id
     out[EVENT_ID] = ex.event_id
     if ex.surface == "universal" and ex.step is not None:

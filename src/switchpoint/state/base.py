@@ -108,6 +108,36 @@ class CounterBackend(Protocol):
         ...
 
 
+# A Decision's fields as a plain tuple, as meters answer: building the NamedTuple costs four times as much.
+DecisionTuple = tuple[bool, float, float, float, float]
+
+
+class Refused(Exception):
+    """A meter's `hold` that did not fit; `decision` is the counter's answer (nothing was taken)."""
+
+    def __init__(self, decision: DecisionTuple) -> None:
+        super().__init__("refused")
+        self.decision = decision
+
+
+class Meter(Protocol):
+    """One in-process counter bound to its limit, as `ImmediateCounters.meter` hands it out: the limits keep
+    one per rate-limit bucket and spend rule and call it on every call."""
+
+    def take(self, amount: float) -> DecisionTuple:
+        """`consume` of `amount` in this counter alone."""
+        ...
+
+    def hold(self, amount: float) -> float:
+        """`take` for a caller that only needs the clock it was taken at (for `give_back`); raises `Refused`
+        when it does not fit."""
+        ...
+
+    def give_back(self, amount: float, at: float) -> None:
+        """`refund_one` of `amount`, taken at `at`, in this counter."""
+        ...
+
+
 @runtime_checkable
 class ImmediateCounters(Protocol):
     """Counters that answer without waiting (in-process memory): the limits' hot path calls these instead
@@ -117,9 +147,8 @@ class ImmediateCounters(Protocol):
         """`consume`, answered at once."""
         ...
 
-    def consume_one(self, charge: Charge, amount: float, now: float | None = None) -> Decision:
-        """`consume` of `amount` (not `charge.amount`) in the counter `charge` names: the usual call, one
-        rate limit or one spend rule, without building a charge and a sequence for it."""
+    def meter(self, charge: Charge) -> Meter:
+        """The counter `charge` names, bound to `charge.limit` (its amount is unused), to keep and call."""
         ...
 
 

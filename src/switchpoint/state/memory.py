@@ -4,8 +4,9 @@ Nothing here awaits between reading and writing, so every method is atomic under
 on one event loop without a lock. Counter arithmetic follows `base.py` (epoch-aligned fixed windows,
 sliding windows of 60 sub-windows) exactly as `counters.lua` does, so both backends answer alike.
 
-Since nothing waits, checks are also offered synchronously (`consume_now`, `consume_one`: the
-`ImmediateCounters` protocol), which spares the limits' hot path a coroutine per check.
+Since nothing waits, checks are also offered synchronously (the `ImmediateCounters` protocol: `consume_now`,
+and `meter`, a counter bound to its limit that the limits' hot path keeps), which spares it a coroutine, a
+charge and a lookup per check.
 """
 
 from __future__ import annotations
@@ -15,29 +16,55 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 
-from switchpoint.state.base import EPSILON, Charge, Decision, fits, new_tuple, slot_ms
+from switchpoint.state.base import EPSILON, Charge, Decision, DecisionTuple, Refused, fits, new_tuple, slot_ms
 
 _SWEEP_EVERY_MS = 60_000
 
 
-class _Fixed:
+_Key = tuple[str, int, str]  # (technique, window_s, bucket): a counter's place in `MemoryState._counters`
+
+
+class _Counter:
+    """What both kinds of counter keep besides their windows: their place, and their steady span.
+
+    After every take a counter notes the span (`steady_from` <= now < `steady_until`) in which nothing drops
+    out of what it counts and new amounts land in one place, `last` (`[slot, amount]`: a sliding counter's
+    last sub-window; `[index, inf]` for a fixed window, which gives back down to zero); `reset_at` is when it
+    next frees capacity. Inside that span a meter's take or give-back is a few additions (`_Meter`); anything
+    that drops what it counts, or a sweep that forgets it, ends the span."""
+
+    __slots__ = ("dropped", "key", "last", "reset_at", "steady_from", "steady_until", "used", "window_ms")
+
+    def __init__(self, key: _Key, window_ms: int) -> None:
+        self.key, self.window_ms = key, window_ms
+        self.used = 0.0
+        self.last: list[float] = []
+        # Floats, though whole milliseconds: meters compare them with `clock() * 1000` (float with float is
+        # the cheapest comparison in the interpreter; with an int it is not).
+        self.steady_from = self.steady_until = self.reset_at = 0.0
+        self.dropped = False  # forgotten by a sweep; a meter that still holds it looks the key up again
+
+
+class _Fixed(_Counter):
     """The current window's index and what it has used."""
 
-    __slots__ = ("index", "used", "window_ms")
+    __slots__ = ("index",)
 
-    def __init__(self, window_ms: int) -> None:
-        self.window_ms = window_ms
+    def __init__(self, key: _Key, window_ms: int) -> None:
+        super().__init__(key, window_ms)
         self.index = -1
-        self.used = 0.0
 
     def check(self, amount: float, limit: float, now_ms: int, take: bool, at: float) -> Decision:
-        """Does `amount` fit (`fits`), and take it when it does and `take`; one call on the hot path."""
+        """Does `amount` fit (`fits`), and take it when it does and `take`."""
         window_ms = self.window_ms
         index = now_ms // window_ms
         used = self.used if self.index == index else 0.0
         fit = used + amount <= limit + EPSILON if amount > 0 else used + EPSILON < limit
         if fit and take:
-            self.index = index
+            if self.index != index:
+                self.index = index
+                self.steady_from, self.steady_until = float(index * window_ms), float((index + 1) * window_ms)
+                self.reset_at, self.last = self.steady_until, [index, math.inf]
             used = self.used = used + amount
         left = limit - used
         reset_s = ((index + 1) * window_ms - now_ms) / 1000
@@ -56,29 +83,23 @@ class _Fixed:
         return (self.index + 1) * self.window_ms <= now_ms
 
 
-class _Sliding:
-    """Sub-window amounts `[slot, amount]`, oldest first, and their sum.
+class _Sliding(_Counter):
+    """Sub-window amounts `[slot, amount]`, oldest first, and their sum. Between two sub-window boundaries
+    nothing drops out and new charges land in the last sub-window: the steady span."""
 
-    Between two sub-window boundaries nothing drops out and new charges land in the last sub-window, so
-    the counter notes that steady span (`steady_from` <= now < `steady_until`, the last pair and the reset
-    time); a check or settlement inside it is a few additions, and any drop ends it."""
+    __slots__ = ("length", "slots")
 
-    __slots__ = ("last", "length", "reset_at", "slots", "steady_from", "steady_until", "used", "window_ms")
-
-    def __init__(self, window_ms: int) -> None:
-        self.window_ms = window_ms
+    def __init__(self, key: _Key, window_ms: int) -> None:
+        super().__init__(key, window_ms)
         self.length = slot_ms(window_ms)
         self.slots: deque[list[float]] = deque()
-        self.used = 0.0
-        self.last: list[float] = []
-        self.steady_from = self.steady_until = self.reset_at = 0
 
     def _used_at(self, now_ms: int) -> float:
         """Drops the sub-windows that no longer overlap the last `window_ms`, then sums the rest."""
         low = (now_ms - self.window_ms) // self.length
         slots = self.slots
         if slots and slots[0][0] < low:
-            self.steady_until = 0  # the steady span is over (it is re-noted at the next take)
+            self.steady_until = 0.0  # the steady span is over (it is re-noted at the next take)
             while slots and slots[0][0] < low:
                 self.used -= slots.popleft()[1]
         if not slots:
@@ -89,21 +110,12 @@ class _Sliding:
         """Note the span in which the last sub-window stays current and none drops out, after a take."""
         length, last = self.length, self.slots[-1]
         self.last = last
-        self.steady_from = int(last[0]) * length
-        self.reset_at = (int(self.slots[0][0]) + 1) * length + self.window_ms  # when the oldest drops out
+        self.steady_from = float(int(last[0]) * length)
+        self.reset_at = float((int(self.slots[0][0]) + 1) * length + self.window_ms)  # when the oldest drops out
         self.steady_until = min(self.steady_from + length, self.reset_at)
 
     def check(self, amount: float, limit: float, now_ms: int, take: bool, at: float) -> Decision:
         """As `_Fixed.check`. Allowed: the reset is when the oldest counted sub-window drops out."""
-        if self.steady_from <= now_ms < self.steady_until and amount > 0:
-            used = self.used
-            if used + amount <= limit + EPSILON:  # `fits`, and `_used_at` would drop nothing
-                if take:
-                    used = self.used = used + amount
-                    self.last[1] += amount
-                left = limit - used
-                reset_s = (self.reset_at - now_ms) / 1000
-                return new_tuple(Decision, (True, limit, left if left > 0 else 0.0, reset_s, at))
         length, slots = self.length, self.slots
         used = self._used_at(now_ms)
         fit = used + amount <= limit + EPSILON if amount > 0 else used + EPSILON < limit
@@ -153,13 +165,6 @@ class _Sliding:
         if amount < 0:
             self.check(-amount, math.inf, now_ms, True, 0.0)  # an unchecked add: a check against no limit
             return
-        if self.steady_from <= at_ms <= now_ms < self.steady_until:  # taken in the last sub-window, still current
-            last = self.last
-            given = amount if amount < last[1] else last[1]
-            last[1] -= given
-            used = self.used - given
-            self.used = used if used > 0 else 0.0
-            return
         self._used_at(now_ms)
         slot = at_ms // self.length
         for pair in reversed(self.slots):
@@ -177,11 +182,76 @@ class _Sliding:
 _Entry = _Fixed | _Sliding
 
 
+class _Meter:
+    """One counter bound to its limit, held by the limits' hot path (`ImmediateCounters.meter`). Inside the
+    counter's steady span a take that fits, or a give-back of what was taken there, is a few additions done
+    here, with no charge to build, no lookup and no call; anything else goes to the counter's own `check` or
+    `settle`. A counter that a sweep forgot is looked up again, so every meter of a bucket counts in the one
+    counter that `MemoryState._counters` holds."""
+
+    __slots__ = ("clock", "entry", "limit", "state")
+
+    def __init__(self, state: MemoryState, entry: _Entry, limit: float) -> None:
+        self.state, self.entry, self.limit, self.clock = state, entry, limit, state._clock
+
+    def take(self, amount: float) -> DecisionTuple:
+        at = self.clock()
+        now = at * 1000  # compared with whole milliseconds, the float answers as its int would
+        entry = self.entry
+        if entry.steady_from <= now < entry.steady_until and amount > 0:
+            used = entry.used + amount
+            limit = self.limit
+            if used <= limit + EPSILON:  # `fits`; nothing drops out inside the span
+                entry.used = used
+                entry.last[1] += amount
+                left = limit - used
+                return (True, limit, left if left > 0 else 0.0, (entry.reset_at - now // 1.0) / 1000, at)
+        return self._check(amount, at, int(now))
+
+    def hold(self, amount: float) -> float:
+        at = self.clock()
+        now = at * 1000  # as in `take`
+        entry = self.entry
+        if entry.steady_from <= now < entry.steady_until and amount > 0:
+            used = entry.used + amount
+            if used <= self.limit + EPSILON:
+                entry.used = used
+                entry.last[1] += amount
+                return at
+        decision = self._check(amount, at, int(now))
+        if not decision[0]:
+            raise Refused(decision)
+        return at
+
+    def _check(self, amount: float, at: float, now_ms: int) -> Decision:
+        """A take outside the steady span: the counter's own check (sweeping first when it is time)."""
+        state, entry = self.state, self.entry
+        if now_ms >= state._sweep_at:
+            state._sweep(now_ms)
+        if entry.dropped:
+            entry = self.entry = state._entry(entry.key[2], entry.key[1], entry.key[0])
+        return entry.check(amount, self.limit, now_ms, True, at)
+
+    def give_back(self, amount: float, at: float) -> None:
+        now, at_ms = self.clock() * 1000, at * 1000  # as in `take`
+        entry = self.entry
+        if entry.steady_from <= at_ms <= now < entry.steady_until and amount > 0:  # taken where it still counts
+            last = entry.last
+            given = amount if amount < last[1] else last[1]
+            last[1] -= given
+            used = entry.used - given
+            entry.used = used if used > 0 else 0.0
+            return
+        if entry.dropped:
+            entry = self.entry = self.state._entry(entry.key[2], entry.key[1], entry.key[0])
+        entry.settle(amount, int(at_ms), int(now))
+
+
 class MemoryState:
     """Counters and an LRU-by-bytes cache with TTLs; `clock` (Unix seconds) is injectable for tests."""
 
     def __init__(self, max_cache_bytes: int = 256 * 1024 * 1024, clock: Callable[[], float] = time.time) -> None:
-        self._counters: dict[tuple[str, int, str], _Entry] = {}
+        self._counters: dict[_Key, _Entry] = {}
         self._cache: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
         self._cache_bytes = 0
         self._max_cache_bytes = max_cache_bytes
@@ -197,18 +267,20 @@ class MemoryState:
         """`consume` without waiting (`ImmediateCounters`)."""
         if len(charges) != 1:
             return self._check(charges, now, take=True)
-        return [self.consume_one(charges[0], charges[0].amount, now)]
+        return [self.consume_one(charges[0], now)]
 
-    def consume_one(self, charge: Charge, amount: float, now: float | None = None) -> Decision:
-        """`consume_now` of `amount` in the counter `charge` names: one call's rate limit or spend rule, the
-        hot path (`_check` without its calls)."""
+    def consume_one(self, charge: Charge, now: float | None = None) -> Decision:
+        """`consume_now` of one charge, without the all-or-none pass of several."""
         at = self._clock() if now is None else now
         now_ms = int(at * 1000)
         if now_ms >= self._sweep_at:
             self._sweep(now_ms)
-        key, _, limit, window_s, technique = charge
-        entry = self._counters.get((technique, window_s, key)) or self._entry(key, window_s, technique)
-        return entry.check(amount, limit, now_ms, True, at)
+        key, amount, limit, window_s, technique = charge
+        return self._entry(key, window_s, technique).check(amount, limit, now_ms, True, at)
+
+    def meter(self, charge: Charge) -> _Meter:
+        """The counter `charge` names, bound to its limit (`ImmediateCounters`); its amount is unused."""
+        return _Meter(self, self._entry(charge.key, charge.window_s, charge.technique), charge.limit)
 
     async def peek(self, charges: Sequence[Charge], now: float | None = None) -> list[Decision]:
         return self._check(charges, now, take=False)
@@ -252,15 +324,22 @@ class MemoryState:
         found = self._counters.get((technique, window_s, key))
         if found is None:
             window_ms = window_s * 1000
-            found = self._counters[(technique, window_s, key)] = (
-                _Fixed(window_ms) if technique == "fixed" else _Sliding(window_ms)
+            place = (technique, window_s, key)
+            found = self._counters[place] = (
+                _Fixed(place, window_ms) if technique == "fixed" else _Sliding(place, window_ms)
             )
         return found
 
     def _sweep(self, now_ms: int) -> None:
         """Forget counters whose every window is over, so per-token and per-user keys do not pile up."""
         self._sweep_at = now_ms + _SWEEP_EVERY_MS
-        self._counters = {key: entry for key, entry in self._counters.items() if not entry.expired(now_ms)}
+        kept: dict[_Key, _Entry] = {}
+        for key, entry in self._counters.items():
+            if entry.expired(now_ms):
+                entry.dropped, entry.steady_until = True, 0.0
+            else:
+                kept[key] = entry
+        self._counters = kept
 
     # -- cache ---------------------------------------------------------------------------------------
 

@@ -108,8 +108,13 @@ async def serve_call(request: web.Request, surface: str, dialect: str, plan: Pla
         ex.token_id = token_id
         ex.options = parse_options(headers, gateway)
         ex.cache_directive = cache_directive(gateway, ex.method, headers)
-        if gateway.rate_limit is not None:
-            await governance.check_rate(ex)
+        rate_limit = gateway.rate_limit
+        if rate_limit is not None:
+            limits = runtime.limits
+            if limits.immediate:  # in-process counters answer at once: no coroutine for it
+                ex.rate = limits.check_rate_now(gateway_id, rate_limit, token_id, ex.options.metadata)
+            else:
+                await governance.check_rate(ex)
         ex.body = await read_body(request, runtime.config.server.max_body_bytes)
         return await plan(ex, request)
     except GatewayError as err:

@@ -82,6 +82,8 @@ async def _walk(
 async def _reserve_then_open(ex: Exchange, request: web.Request, target: Target, policy: RetryPolicy) -> UpstreamAnswer:
     """The first attempt of a budgeted call: hold its expected cost (429/2041 when a spend rule is spent,
     which ends the walk: the gateway's rules bind every model), then send."""
-    await governance.reserve_budget(ex, target)
+    reserving = governance.reserve_budget(ex, target)
+    if reserving is not None:
+        await reserving
     headers = upstream_headers(ex, request.headers, target)
     return await ex.runtime.upstream.open("POST", target.url, headers, target.body, policy.first_byte_timeout_ms)

@@ -119,7 +119,9 @@ async def _plan(ex: Exchange, request: web.Request) -> web.StreamResponse:
     ex.stream = isinstance(first, dict) and first.get("stream") is True
 
     async def run() -> web.StreamResponse:
-        await governance.reserve_budget(ex, planned[0][0])  # settled with whichever step answered
+        reserving = governance.reserve_budget(ex, planned[0][0])  # settled with whichever step answered
+        if reserving is not None:
+            await reserving
         target, answer = await attempt(ex, request.headers, planned)
         try:
             return await relay(ex, request, target, answer)
