@@ -67,11 +67,22 @@ def rate_numbers(rate: RateDecision) -> RateNumbers:
 
 def write_rate_headers(rate: RateDecision, out: MutableMapping[str, str]) -> None:
     """Set the three `RateLimit-*` headers in `out` (item by item: the cheapest way into a CIMultiDict), as
-    `rate_numbers` gives them, computed in line: this runs on every admitted call."""
+    `rate_numbers` gives them, computed in line: this runs on every admitted call. A limit and a reset take
+    few values, so their text is looked up (`_whole_text`); only the remaining count is formatted each time."""
     reset = math.ceil(rate[3])
-    out[_LIMIT] = str(int(rate[1]))
-    out[_REMAINING] = str(int(rate[2] + EPSILON))
-    out[_RESET] = str(reset if reset > 1 else 1)
+    out[_LIMIT] = _WHOLE_TEXT.get(rate[1]) or _whole_text(rate[1])
+    out[_REMAINING] = "%d" % (rate[2] + EPSILON)  # noqa: UP031 - as str(int()) cuts it, at 2/3 of its cost
+    out[_RESET] = _WHOLE_TEXT.get(reset) or _whole_text(reset if reset > 1 else 1)
+
+
+_WHOLE_TEXT: dict[float, str] = {}  # limits and resets in seconds, as text (bounded: a few limits, 1 s to a window)
+
+
+def _whole_text(value: float) -> str:
+    if len(_WHOLE_TEXT) >= _MAX_CACHED_CHARGES:
+        _WHOLE_TEXT.clear()
+    text = _WHOLE_TEXT[value] = str(int(value))
+    return text
 
 
 def rate_headers(rate: RateDecision) -> dict[str, str]:
@@ -196,6 +207,8 @@ class Limits:
         self._rate_charges: dict[tuple[str, str | None], tuple[RateLimitConfig, Charge]] = {}
         self._rate_meters: dict[tuple[str, str | None], tuple[RateLimitConfig, Meter]] = {}
         self._spend: dict[str, _SpendRules] = {}
+        # Shapes of gateways whose spend rules read no metadata, by (gateway, provider, model).
+        self._plain_shapes: dict[tuple[str, str, str | None], _Shape] = {}
         self._failing: set[str] = set()
         self.failures = {"rate_limit": 0, "budget": 0}  # calls that met unreachable state, per feature
 
@@ -310,7 +323,9 @@ class Limits:
         unreachable), without waiting: with one rule, its meter holds the estimate."""
         if estimate < 0:
             estimate = 0.0
-        shape = self._spend_shape(gateway_id, spend_limits, provider, model, metadata)
+        shape = self._plain_shapes.get((gateway_id, provider, model))
+        if shape is None or shape.spend_limits is not spend_limits:
+            shape = self._spend_shape(gateway_id, spend_limits, provider, model, metadata)
         meters = shape.meters
         if len(meters) == 1:  # the usual gateway: one rule
             try:
@@ -360,6 +375,10 @@ class Limits:
         read = {k: metadata[k] for k in keys if k in metadata} if metadata and keys else None
         built = _Shape(gateway_id, rules, provider, model, read, tuple(applying), tuple(counters), meters)
         known.shapes[(provider, model, values)] = built
+        if not keys:  # the shape depends on the target alone: `reserve_now` finds it in one lookup
+            if len(self._plain_shapes) >= _MAX_CACHED_CHARGES:
+                self._plain_shapes.clear()
+            self._plain_shapes[(gateway_id, provider, model)] = built
         return built
 
     def settle(
@@ -377,6 +396,12 @@ class Limits:
         if reservation is None or actual_cost is None:
             return
         shape, estimate, at = reservation
+        meters = shape.meters
+        if len(meters) == 1 and provider == shape.provider and model == shape.model and actual_cost >= 0:
+            delta = estimate - actual_cost  # the usual gateway, in-process: one rule, the target reserved for
+            if delta > EPSILON or delta < -EPSILON:
+                meters[0].give_back(delta, at)
+            return
         if actual_cost < 0:
             actual_cost = 0.0
         held = shape.counters
@@ -384,8 +409,7 @@ class Limits:
             delta = estimate - actual_cost  # the same rules and buckets as reserved
             if -EPSILON <= delta <= EPSILON:
                 return
-            meters = shape.meters
-            if len(meters) == 1:  # the usual gateway, in-process: one rule
+            if len(meters) == 1:
                 meters[0].give_back(delta, at)
                 return
             if len(held) == 1:
