@@ -13,7 +13,12 @@ same figures within a fraction of a percent, so A/B comparisons of a change need
 Scenarios are those of bench_cache_limits.py (plain, cache hits, cache hits without logging, rate limit,
 rate limit + budget), in-process state; the upstream is nginx answering a fixed chat completion.
 
-  .venv/bin/python bench/bench_instructions.py [--requests 2000] [--only plain,cache] [--json out.json]
+  .venv/bin/python bench/bench_instructions.py [--requests 2000] [--only plain,cache] [--rounds 3] [--json out.json]
+
+A run varies more than its parts: a full garbage collection, or the event loop waking more often while the
+machine is loaded, can add tens of thousands of instructions to one scenario. `--rounds K` runs the scenarios
+K times over, interleaved, and reports each one's median and the median of its ratios to `plain` in the same
+round.
 
 Needs valgrind (callgrind_control), nginx. Instructions are not time (a cache miss costs more than an
 add), but for Python code they track CPU time closely.
@@ -28,6 +33,7 @@ import json
 import os
 import re
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -120,6 +126,7 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=2000)
     ap.add_argument("--warmup", type=int, default=300)
     ap.add_argument("--only", help="comma-separated scenarios (default: all of " + ",".join(GATEWAYS) + ")")
+    ap.add_argument("--rounds", type=int, default=1, help="run the scenarios this many times over, interleaved")
     ap.add_argument("--json", help="write the figures here")
     ap.add_argument(
         "--no-log", action="store_true", help="send `cf-aig-collect-log: false`: the request path without its log write"
@@ -130,6 +137,7 @@ def main() -> None:
     unknown = [n for n in names if n not in GATEWAYS]
     if unknown:
         sys.exit(f"unknown scenarios: {unknown}")
+    names = names * a.rounds
     tmp = tempfile.mkdtemp(prefix="bench-instructions-")
     exe = switchpoint_exe()
     figures: dict[str, Any] = {}
@@ -163,14 +171,37 @@ def main() -> None:
             print(f"{label:14} {figures[label]:12,.0f} instructions/request", file=sys.stderr, flush=True)
     finally:
         _harness.stop_all()
-    base = figures.get("plain")
     print(f"{'scenario':14} {'instr/req':>12} {'x plain':>8}")
+    base = None
     for name, value in figures.items():
-        ratio = f"{value / base:8.3f}" if base else ""
-        print(f"{name:14} {value:12,.0f} {ratio}")
+        if name.split("#")[0] == "plain":
+            base = value  # each ratio is to the last plain before it: the same round
+        shown = f"{value / base:8.3f}" if base else ""
+        print(f"{name:14} {value:12,.0f} {shown}")
+    summary = summarize(figures) if a.rounds > 1 else {}
+    if summary:
+        print(f"medians of {a.rounds} rounds (x plain: the median of the same-round ratios)")
+    for name, (median, ratio) in summary.items():
+        shown = f"{ratio:8.3f}" if ratio is not None else ""
+        print(f"{name:14} {median:12,.0f} {shown}")
     if a.json:
         with open(a.json, "w") as f:
-            json.dump({"requests": a.requests, "instructions_per_request": figures}, f, indent=1)
+            json.dump({"requests": a.requests, "instructions_per_request": figures, "medians": summary}, f, indent=1)
+
+
+def summarize(figures: dict[str, float]) -> dict[str, tuple[float, float | None]]:
+    """Per scenario: the median of its rounds, and the median of its ratios to the plain run of its round."""
+    values: dict[str, list[float]] = {}
+    ratios: dict[str, list[float]] = {}
+    base = None
+    for label, value in figures.items():
+        name = label.split("#")[0]
+        if name == "plain":
+            base = value
+        values.setdefault(name, []).append(value)
+        if base:
+            ratios.setdefault(name, []).append(value / base)
+    return {n: (statistics.median(v), statistics.median(ratios[n]) if n in ratios else None) for n, v in values.items()}
 
 
 if __name__ == "__main__":
