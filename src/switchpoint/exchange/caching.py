@@ -8,11 +8,12 @@ comes from a memo of the raw question when it was asked before, and its usage fr
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from itertools import repeat
 
 from aiohttp import web
 from multidict import CIMultiDictProxy
 
-from switchpoint.cache import HIT, MISS, VARY_HEADERS, CachedAnswer, cache_key, credential_identity
+from switchpoint.cache import HIT, MISS, VARY_HEADERS, CachedAnswer, CacheDirective, cache_key, credential_identity
 from switchpoint.exchange.core import Exchange, Target
 from switchpoint.exchange.pipeline import KEY_SLOTS, upstream_headers
 from switchpoint.exchange.relay import gateway_headers
@@ -24,25 +25,36 @@ _CREDENTIAL_HEADERS: dict[str, tuple[Provider, tuple[str, ...]]] = {}
 _ALL_KEY_HEADERS: dict[int, tuple[Registry, tuple[str, ...]]] = {}
 
 
-async def cached_call(
+def cached_call(
     ex: Exchange, request: web.Request, target: Target, surface: str, query: str, run: Run
-) -> web.StreamResponse:
-    """`run` the call unless the cache has its answer; identical concurrent misses wait for the first one."""
-    return await run_cached(ex, request, lambda: call_key(ex, request.headers, target, surface, query), run)
-
-
-async def run_cached(ex: Exchange, request: web.Request, key: Callable[[], str], run: Run) -> web.StreamResponse:
-    """`run` the call, or, when it is cacheable, answer from the entry under `key()` (computed only then)
-    or run it and store its answer."""
+) -> Awaitable[web.StreamResponse]:
+    """`run` the call unless the cache has its answer; identical concurrent misses wait for the first one.
+    Await what it returns (a plain function handing over the coroutine: one coroutine fewer a call)."""
     directive = ex.cache_directive
     if directive is None:
-        return await run()
+        return run()
+    return _answer(ex, request, call_key(ex, request.headers, target, surface, query), directive, run)
+
+
+def run_cached(ex: Exchange, request: web.Request, key: Callable[[], str], run: Run) -> Awaitable[web.StreamResponse]:
+    """`run` the call, or, when it is cacheable, answer from the entry under `key()` (computed only then)
+    or run it and store its answer. Await what it returns, as with `cached_call`."""
+    directive = ex.cache_directive
+    if directive is None:
+        return run()
+    return _answer(ex, request, key(), directive, run)
+
+
+async def _answer(
+    ex: Exchange, request: web.Request, key: str, directive: CacheDirective, run: Run
+) -> web.StreamResponse:
+    """A cacheable call: the entry under `key`, or `run` and store its answer."""
     cache = ex.runtime.cache
-    flight = await cache.flight(key(), directive).enter()
+    flight = await cache.flight(key, directive).enter()
     answer = flight.answer
     if answer is not None:  # a hit registered no flight: nothing to release
         ex.cache_status = HIT
-        return await replay(ex, request, answer)
+        return replay(ex, answer) if not answer.stream else await replay_stream(ex, request, answer)
     ex.cache_status = MISS
     try:
         ex.recorder = cache.recorder()
@@ -80,7 +92,7 @@ def question(
         directive.custom_key if directive is not None else None, ex.token_id, ex.options.byok_alias,
         target.translator is not None, tuple(target.headers.items()) if target.headers else None,
         tuple(map(headers.get, VARY_HEADERS)),
-        tuple([tuple(headers.getall(name, ())) for name in _credential_headers(provider)]),
+        tuple(map(tuple, map(headers.getall, _credential_headers(provider), repeat(())))),  # each one's values
     )  # fmt: skip
 
 
@@ -125,18 +137,28 @@ def _cacheable(ex: Exchange) -> CachedAnswer | None:
     return ex.recorder.answer(ex.status, headers, ex.stream, ex.provider, ex.model, ex.usage)
 
 
-async def replay(ex: Exchange, request: web.Request, answer: CachedAnswer) -> web.StreamResponse:
-    """Serve a stored answer: the same status, headers and bytes (a stream keeps its chunks and framing)."""
+def _replayed(ex: Exchange, answer: CachedAnswer) -> bytes:
+    """The exchange as the stored call left it (its usage too, for the log); returns the body."""
     ex.cached, ex.status, ex.stream = True, answer.status, answer.stream
     ex.provider, ex.model = answer.provider or ex.provider, answer.model or ex.model
     ex.mark_first_byte()
     body = answer.body
     ex.response_body, ex.response_size = body, len(body)
     ex.usage = answer.usage
-    if not answer.stream:  # the response copies the entry's prebuilt headers; this call's are added to the copy
-        whole = web.Response(status=answer.status, body=body, headers=answer.header_map)
-        gateway_headers(whole.headers, ex)
-        return whole
+    return body
+
+
+def replay(ex: Exchange, answer: CachedAnswer) -> web.Response:
+    """Serve a stored whole answer: the same status, headers and bytes. The response copies the entry's
+    prebuilt headers; this call's are added to the copy. (No coroutine: nothing here waits.)"""
+    whole = web.Response(status=answer.status, body=_replayed(ex, answer), headers=answer.header_map)
+    gateway_headers(whole.headers, ex)
+    return whole
+
+
+async def replay_stream(ex: Exchange, request: web.Request, answer: CachedAnswer) -> web.StreamResponse:
+    """Serve a stored stream: the same status, headers and chunks, with their framing."""
+    _replayed(ex, answer)
     response = web.StreamResponse(status=answer.status, headers=answer.header_map)
     gateway_headers(response.headers, ex)
     await response.prepare(request)

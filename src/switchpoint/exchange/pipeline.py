@@ -25,6 +25,8 @@ _DROP = frozenset(
 )  # fmt: skip
 # Where clients put provider keys; a gateway token found here is gateway auth, not a provider key.
 KEY_SLOTS = ("authorization", "x-api-key")
+# Where a gateway token may come in, in `auth.require_token`'s order.
+_TOKEN_HEADERS = ("cf-aig-authorization", *KEY_SLOTS)
 # Checks that passed, by (gateway, candidate header values): the snapshot they passed under and the token id.
 _ADMITTED_LIMIT = 1024
 _admitted: dict[tuple[str, tuple[str | None, ...]], tuple[auth.Snapshot, str]] = {}
@@ -37,7 +39,7 @@ def authenticate(snapshot: auth.Snapshot, gateway_id: str, headers: Mapping[str,
     check that passed is remembered for the same header values under the same credential snapshot (a
     revoked token changes the snapshot); a failed one is never remembered.
     """
-    candidates = (headers.get("cf-aig-authorization"), *[headers.get(slot) for slot in KEY_SLOTS])
+    candidates = tuple(map(headers.get, _TOKEN_HEADERS))
     asked = (gateway_id, candidates)
     known = _admitted.get(asked)
     if known is not None and known[0] is snapshot:

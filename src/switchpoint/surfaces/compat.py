@@ -13,7 +13,7 @@ from aiohttp import web
 from switchpoint.errors import MethodNotAllowed, NotFound
 from switchpoint.exchange import Exchange, governance
 from switchpoint.providers.base import Dialect
-from switchpoint.surfaces.common import RUNTIME, json_object, serve_call
+from switchpoint.surfaces.common import json_object, serve_call
 from switchpoint.surfaces.dynamic import PREFIX as DYNAMIC
 from switchpoint.surfaces.dynamic import plan_dynamic
 from switchpoint.surfaces.planning import CHAT, EMBEDDINGS, PLANS, Plan, compat_target
@@ -26,7 +26,7 @@ async def planned_call(
     request is neither parsed nor re-serialised), or a dynamic route's walk, then the governed call."""
     if request.method != "POST":
         raise MethodNotAllowed(f"{request.method} is not allowed here; use POST")
-    registry = request.app[RUNTIME].registry
+    registry = ex.runtime.registry  # the app's (`serve_call` built the exchange from it)
     plan = PLANS.get(registry, ex.account, kind, client, ex.body)
     if plan is None:
         obj = json_object(ex.body)

@@ -7,7 +7,7 @@ from aiohttp import web
 
 from switchpoint.errors import InvalidProvider
 from switchpoint.exchange import Exchange, Target, governance
-from switchpoint.surfaces.common import RUNTIME, serve_call
+from switchpoint.surfaces.common import serve_call
 
 # Only small JSON bodies are parsed, and only to name the model in the log.
 _MODEL_PEEK_LIMIT = 1 << 20
@@ -32,7 +32,7 @@ def _peek_model(body: bytes, rest: str) -> tuple[str | None, bool]:
 
 
 async def _plan(ex: Exchange, request: web.Request) -> web.StreamResponse:
-    runtime = request.app[RUNTIME]
+    runtime = ex.runtime  # the app's (`serve_call` built the exchange from it)
     slug = request.match_info["provider"]
     provider = runtime.registry.get(slug)
     if provider is None:
