@@ -72,7 +72,7 @@ def write_rate_headers(rate: RateDecision, out: MutableMapping[str, str]) -> Non
     reset = math.ceil(rate[3])
     out[_LIMIT] = _WHOLE_TEXT.get(rate[1]) or _whole_text(rate[1])
     out[_REMAINING] = "%d" % (rate[2] + EPSILON)  # noqa: UP031 - as str(int()) cuts it, at 2/3 of its cost
-    out[_RESET] = _WHOLE_TEXT.get(reset) or _whole_text(reset if reset > 1 else 1)
+    out[_RESET] = _WHOLE_TEXT.get(reset) or _whole_text(reset if reset > 1 else 1)  # 0 s: not cached, rare
 
 
 _WHOLE_TEXT: dict[float, str] = {}  # limits and resets in seconds, as text (bounded: a few limits, 1 s to a window)
@@ -396,20 +396,17 @@ class Limits:
         if reservation is None or actual_cost is None:
             return
         shape, estimate, at = reservation
-        meters = shape.meters
-        if len(meters) == 1 and provider == shape.provider and model == shape.model and actual_cost >= 0:
-            delta = estimate - actual_cost  # the usual gateway, in-process: one rule, the target reserved for
-            if delta > EPSILON or delta < -EPSILON:
-                meters[0].give_back(delta, at)
-            return
+        if provider is None and model is None:
+            provider, model = shape.provider, shape.model
         if actual_cost < 0:
             actual_cost = 0.0
         held = shape.counters
-        if held and (provider == shape.provider and model == shape.model or provider is None and model is None):
+        if held and provider == shape.provider and model == shape.model:
             delta = estimate - actual_cost  # the same rules and buckets as reserved
             if -EPSILON <= delta <= EPSILON:
                 return
-            if len(meters) == 1:
+            meters = shape.meters
+            if len(meters) == 1:  # the usual gateway, in-process: one rule
                 meters[0].give_back(delta, at)
                 return
             if len(held) == 1:
@@ -420,8 +417,6 @@ class Limits:
                 return
             adjust: Sequence[Charge] = [with_amount(c, delta) for c in held]
         else:
-            if provider is None and model is None:
-                provider, model = shape.provider, shape.model
             answered = self._spend_shape(
                 shape.gateway_id, shape.spend_limits, provider or shape.provider, model, shape.metadata
             )
