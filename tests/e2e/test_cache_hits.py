@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import anthropic
 import openai
 
 from tests.e2e.rawhttp import call
@@ -73,3 +74,40 @@ def test_a_changed_stored_key_is_a_new_tenant(stack: GatewayStack) -> None:
     assert [status(), status()] == ["MISS", "HIT"]
     sent = [r.headers.get("authorization") for r in stack.ups.requests_for("openai") if b"gpt-hits-k" in r.body]
     assert sent == ["Bearer sk-stored-one", "Bearer sk-stored-two"]
+
+
+def _anthropic_statuses(stack: GatewayStack, base: str, model: str, keys: list[str]) -> list[str]:
+    """`cf-aig-cache-status` of one identical Messages call per key, each key sent as a bearer token (the
+    Anthropic SDK's `auth_token`), which the gateway passes on in `authorization`, not `x-api-key`."""
+    statuses = []
+    for key in keys:
+        with anthropic.Anthropic(base_url=stack.url("cached", base), auth_token=key, max_retries=0) as c:
+            reply = c.messages.with_raw_response.create(
+                model=model, max_tokens=32, messages=[{"role": "user", "content": "whose answer is this"}]
+            )
+            statuses.append(reply.headers["cf-aig-cache-status"])
+    return statuses
+
+
+def test_anthropic_bearer_keys_never_share_entries_on_passthrough(stack: GatewayStack) -> None:
+    statuses = _anthropic_statuses(stack, "anthropic", "claude-hits-bearer", ["sk-ant-a", "sk-ant-a", "sk-ant-b"])
+    assert statuses == ["MISS", "HIT", "MISS"]
+    sent = [r.headers.get("authorization") for r in stack.ups.requests_for("anthropic") if b"hits-bearer" in r.body]
+    assert sent == ["Bearer sk-ant-a", "Bearer sk-ant-b"]
+
+
+def test_anthropic_bearer_keys_never_share_entries_on_compat(stack: GatewayStack) -> None:
+    model = "anthropic/claude-hits-compat-bearer"
+    assert _anthropic_statuses(stack, "compat", model, ["sk-ant-c", "sk-ant-c", "sk-ant-d"]) == ["MISS", "HIT", "MISS"]
+
+
+def test_paths_that_reach_one_url_share_an_entry(stack: GatewayStack) -> None:
+    """`openai/v1/chat/completions` and `openai/chat/completions` are one upstream URL, so one entry."""
+    body = json.dumps({"model": "gpt-hits-path", "messages": USER}).encode()
+    headers = {"content-type": "application/json", "authorization": "Bearer sk-hits"}
+    statuses = []
+    for path in ("openai/chat/completions", "openai/v1/chat/completions", "openai/v1/chat/completions"):
+        reply = call("POST", stack.url("cached", path), body, headers)
+        assert reply.status == 200, reply.body
+        statuses.append(reply.headers["cf-aig-cache-status"])
+    assert statuses == ["MISS", "HIT", "HIT"]

@@ -78,6 +78,12 @@ def _credential_headers(provider: Provider) -> tuple[str, ...]:
     return known[1]
 
 
+def _sent_key_headers(provider: Provider) -> tuple[str, ...]:
+    """Every header a provider takes a key from (its own slot and the others it accepts, such as Anthropic's
+    `authorization` beside `x-api-key`): whichever of them the upstream request carries names the tenant."""
+    return tuple(dict.fromkeys(name.lower() for name in (provider.auth.header, *provider.key_headers)))
+
+
 def question(
     ex: Exchange, headers: CIMultiDictProxy[str], target: Target, surface: str, query: str
 ) -> tuple[object, ...]:
@@ -103,13 +109,16 @@ def call_key(ex: Exchange, headers: CIMultiDictProxy[str], target: Target, surfa
     snapshot = ex.runtime.snapshot
     key = memo.get(asked, snapshot)
     if key is None:
+        provider = target.provider
         sent = upstream_headers(ex, headers, target)
-        credential = credential_identity(sent.get(target.provider.auth.header), ex.token_id)
+        credential = credential_identity(
+            ex.token_id, *(",".join(sent.getall(name, ())) or None for name in _sent_key_headers(provider))
+        )
+        path = provider.path_rule(provider.base_url, target.path.lstrip("/"))  # as the upstream URL has it
         custom = ex.cache_directive.custom_key if ex.cache_directive is not None else None
         key = cache_key(
-            ex.gateway_id, surface, target.provider.name, ex.method, target.path, query, ex.body, headers,
-            credential, custom,
-        )  # fmt: skip
+            ex.gateway_id, surface, provider.name, ex.method, path, query, ex.body, headers, credential, custom
+        )
         memo.put(asked, snapshot, key, len(ex.body))
     return key
 
