@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import anthropic
 import pytest
 
 from tests.e2e.rawhttp import OPENAI_KEY, assert_cf_error, assert_openai_error, call, chat, post_json, sent
@@ -187,3 +188,34 @@ def test_connection_refused_is_502_2005_on_passthrough(stack: GatewayStack) -> N
 def test_connection_refused_is_502_2005_on_compat(stack: GatewayStack) -> None:
     reply = post_json(stack.url("default", "compat/chat/completions"), chat("custom-dead/dead-model"))
     assert_openai_error(reply, 502, 2005, "api_error")
+
+
+def _anthropic_client(stack: GatewayStack, gateway: str, **headers: str) -> anthropic.Anthropic:
+    return anthropic.Anthropic(
+        base_url=stack.url(gateway, "compat"), api_key="sk-ant-err", max_retries=0, default_headers=headers
+    )
+
+
+def test_gateway_errors_on_the_anthropic_ingress_keep_the_code_in_anthropic_dialect(stack: GatewayStack) -> None:
+    """`/compat/v1/messages` answers the gateway's own errors in Anthropic's envelope, the SDK's error class
+    for the status, and the Cloudflare code inside `error`, as the OpenAI body on /compat carries it."""
+    ask = {"model": "openai/gpt-err-anth", "max_tokens": 16, "messages": [{"role": "user", "content": "hi"}]}
+    with pytest.raises(anthropic.BadRequestError) as unknown:
+        _anthropic_client(stack, "no-such-gateway").messages.create(**ask)
+    assert unknown.value.body == {
+        "type": "error",
+        "error": {
+            "type": "invalid_request_error",
+            "message": "Gateway 'no-such-gateway' is not configured",
+            "code": 2001,
+        },
+    }
+    limited = _anthropic_client(stack, "per_user", **{"cf-aig-metadata": json.dumps({"user": "anthropic-ingress"})})
+    for _ in range(2):
+        limited.messages.create(**ask)
+    with pytest.raises(anthropic.RateLimitError) as refused:
+        limited.messages.create(**ask)
+    assert refused.value.body["type"] == "error"
+    assert refused.value.body["error"]["type"] == "rate_limit_error"
+    assert refused.value.body["error"]["code"] == 2003
+    assert refused.value.response.headers["retry-after"]

@@ -40,7 +40,7 @@ def render_error(err: GatewayError, dialect: str, ex: Exchange | None = None) ->
     if dialect == "openai":
         body = openai.error_body(err.message, err.openai_type, err.cf_code)
     elif dialect == "anthropic":
-        body = anthropic.error_body(err.status, err.message)
+        body = anthropic.error_body(err.status, err.message, err.cf_code)
     else:
         body = cloudflare.error_body(err.status, err.cf_code, err.message)
     headers: CIMultiDict[str] = CIMultiDict()
