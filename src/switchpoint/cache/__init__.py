@@ -1,8 +1,9 @@
 """The exact-match response cache as policy: which calls are cacheable and their keys (`policy`), the stored
-answers, the store and the coalescing of identical concurrent misses (`entries`). The cache fails open.
+answers (`answer`), the store and the coalescing of identical concurrent misses (`entries`). The cache fails open.
 """
 
-from switchpoint.cache.entries import DECODED_MAX_BYTES, CachedAnswer, Flight, Recorder, ResponseCache
+from switchpoint.cache.answer import CachedAnswer
+from switchpoint.cache.entries import DECODED_MAX_BYTES, Flight, Live, Recorder, ResponseCache
 from switchpoint.cache.policy import (
     CACHEABLE_METHODS,
     CUSTOM_KEY_TTL_S,
@@ -37,6 +38,7 @@ __all__ = [
     "CachedAnswer",
     "Flight",
     "KeyMemo",
+    "Live",
     "Recorder",
     "ResponseCache",
     "cache_directive",

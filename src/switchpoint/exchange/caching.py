@@ -1,19 +1,31 @@
 """The response cache around a call: answer from a stored entry, or run the call and store its answer.
 
-Identical concurrent misses wait for the first one (`ResponseCache.flight`); the policy (what is
+Identical concurrent misses join the first one (`ResponseCache.flight`): a stream is followed live, chunk
+by chunk as the first call relays it, a whole answer is waited for; the policy (what is
 cacheable, the key, the stored form) lives in `cache`. A hit runs here and nowhere upstream of it: its key
 comes from a memo of the raw question when it was asked before, and its usage from the stored entry.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import asyncio
+from collections.abc import Awaitable, Callable, Iterable
 from itertools import repeat
 
 from aiohttp import web
 from multidict import CIMultiDictProxy
 
-from switchpoint.cache import HIT, MISS, VARY_HEADERS, CachedAnswer, CacheDirective, cache_key, credential_identity
+from switchpoint.cache import (
+    HIT,
+    MISS,
+    VARY_HEADERS,
+    CachedAnswer,
+    CacheDirective,
+    Flight,
+    cache_key,
+    credential_identity,
+)
+from switchpoint.errors import UpstreamTimeout
 from switchpoint.exchange.core import Exchange, Target
 from switchpoint.exchange.pipeline import KEY_SLOTS, upstream_headers
 from switchpoint.exchange.relay import gateway_headers
@@ -48,24 +60,127 @@ def run_cached(ex: Exchange, request: web.Request, key: Callable[[], str], run: 
 async def _answer(
     ex: Exchange, request: web.Request, key: str, directive: CacheDirective, run: Run
 ) -> web.StreamResponse:
-    """A cacheable call: the entry under `key`, or `run` and store its answer."""
+    """A cacheable call: the entry under `key`, or `run` and store its answer; an identical call already
+    running is joined instead (its stream followed live, or its whole answer replayed)."""
     cache = ex.runtime.cache
-    flight = await cache.flight(key, directive).enter()
+    flight = cache.flight(key, directive)
+    timeout_ms = ex.options.retry.first_byte_timeout_ms
+    try:
+        await flight.enter(timeout_ms)
+    except TimeoutError:  # a joiner's own first-byte timeout, as its own call would have had it
+        raise UpstreamTimeout(f"Provider sent no response within {timeout_ms} ms") from None
     answer = flight.answer
     if answer is not None:  # a hit registered no flight: nothing to release
         ex.cache_status = HIT
         return replay(ex, answer) if not answer.stream else await replay_stream(ex, request, answer)
+    if flight.live is not None:
+        ex.cache_status = HIT
+        return await follow(ex, request, flight)
     ex.cache_status = MISS
-    try:
+    if not flight.leads:  # skip_lookup: nobody joins this call
         ex.recorder = cache.recorder()
+        response = await run()
+        flight.publish(_cacheable(ex))
+        return response
+    return await _lead(ex, flight, run)
+
+
+async def _lead(ex: Exchange, flight: Flight, run: Run) -> web.StreamResponse:
+    """The leading call runs in a task of its own, so that a client that leaves while others follow its
+    stream does not cancel the upstream read they need: the relay reads on for them (`Recorder.orphaned`)
+    and this call is logged as the client disconnect it was, once they have it all."""
+    recorder = ex.recorder = flight.recorder(lambda: (ex.status, _sent_headers(ex), ex.stream, ex.provider, ex.model))
+    task = asyncio.get_running_loop().create_task(_run_leading(ex, flight, run))
+    task.add_done_callback(_retrieve)
+    stayed = False
+    while True:
+        try:
+            response = await asyncio.shield(task)
+            break
+        except asyncio.CancelledError:
+            if task.done() or stayed or not flight.followed:
+                task.cancel()  # as if it ran here: it unwinds (the relay notes what it sent) before the log
+                await asyncio.wait((task,))
+                raise
+            stayed = recorder.orphaned = True  # the client left: read on for the calls that follow
+            current = asyncio.current_task()
+            if current is not None:
+                current.uncancel()
+    if recorder.orphaned:
+        ex.status, ex.error = 499, "client disconnected"
+    return response
+
+
+async def _run_leading(ex: Exchange, flight: Flight, run: Run) -> web.StreamResponse:
+    """`run`, then publish how it went: its answer to the cache and the waiters, its end to the followers.
+    The stream reached its end when the relay returned without a client disconnect of its own (499), or
+    when only its last write failed because the client had left while it read on for followers."""
+    try:
         try:
             response = await run()
-        except BaseException:
-            await flight.publish(None)
+        except ConnectionResetError:
+            recorder = ex.recorder
+            _publish(ex, flight, recorder is not None and recorder.orphaned and ex.status != 499)
             raise
-        await flight.publish(_cacheable(ex))
+        except BaseException:
+            _publish(ex, flight, False)
+            raise
+        _publish(ex, flight, ex.status != 499)
     finally:
         flight.release()
+    return response
+
+
+def _publish(ex: Exchange, flight: Flight, complete: bool) -> None:
+    flight.publish(
+        _cacheable(ex) if complete else None, complete, ex.error, ex.usage, ex.response_body, ex.response_size
+    )
+
+
+def _retrieve(task: asyncio.Task[web.StreamResponse]) -> None:
+    """The outcome of a leading call whose client left is nobody's to read: take it so none is reported lost."""
+    if not task.cancelled():
+        task.exception()
+
+
+def _sent_headers(ex: Exchange) -> Iterable[tuple[str, str]]:
+    headers = ex.response_headers
+    return headers.items() if headers is not None else ()
+
+
+async def follow(ex: Exchange, request: web.Request, flight: Flight) -> web.StreamResponse:
+    """Serve a call that joined a running identical one from the stream that call is relaying: the same
+    status, the headers an entry keeps (with this call's own gateway headers), the chunks already relayed
+    and each further one as it is, then the same end. A stream cut off upstream of its end is cut off here
+    too (the connection closes without the final chunk), never ended as if complete."""
+    live = flight.live
+    assert live is not None
+    try:
+        ex.cached, ex.status, ex.stream = True, live.status, True
+        ex.provider, ex.model = live.provider or ex.provider, live.model or ex.model
+        response = web.StreamResponse(status=live.status, headers=live.header_map)
+        gateway_headers(response.headers, ex)
+        await response.prepare(request)
+        ex.mark_first_byte()
+        sent = 0
+        while True:
+            chunks = live.chunks
+            while sent < len(chunks):
+                await response.write(chunks[sent])
+                sent += 1
+            if live.ended:
+                break
+            await live.changed()
+    finally:
+        flight.leave()
+    ex.usage, ex.response_body, ex.response_size, ex.error = live.usage, live.body, live.size, live.error
+    if not live.complete:
+        ex.error = ex.error or "the stream this call followed was cut off"
+        transport = request.transport
+        if transport is not None:
+            transport.close()
+        return response
+    await response.write_eof()
     return response
 
 

@@ -97,6 +97,23 @@ def _record(ex: Exchange, headers: CIMultiDict[str], data: bytes | None = None) 
         ex.recorder.add(data)
 
 
+async def _send(ex: Exchange, response: web.StreamResponse, headers: CIMultiDict[str], data: bytes) -> None:
+    """Record a stream's chunk, then write it to the client. Identical calls may follow this stream (the
+    cache's `Recorder.followed`): once the client has left, it is read on for them, written to nobody."""
+    _record(ex, headers, data)
+    recorder = ex.recorder
+    if recorder is not None and recorder.orphaned:
+        if not recorder.followed:
+            raise ConnectionResetError("nobody reads this stream any more")
+        return
+    try:
+        await response.write(data)
+    except ConnectionResetError:
+        if recorder is None or not recorder.followed:
+            raise
+        recorder.orphaned = True
+
+
 async def _relay_translated(
     ex: Exchange,
     request: web.Request,
@@ -140,9 +157,8 @@ async def _relay_translated_stream(
         async for chunk in answer.chunks():
             out = translator.stream(chunk)
             if out:
-                await response.write(out)
+                await _send(ex, response, headers, out)
                 kept.add(out)
-                _record(ex, headers, out)
         out = translator.close()
     except UpstreamError as err:
         ex.error = err.message
@@ -156,9 +172,8 @@ async def _relay_translated_stream(
         ex.response_body = kept.body()
         ex.response_size = kept.size
     if out:
-        await response.write(out)
+        await _send(ex, response, headers, out)
         kept.add(out)
-        _record(ex, headers, out)
         ex.response_body, ex.response_size = kept.body(), kept.size
     ex.error = ex.error or translator.failure
     await response.write_eof()
@@ -178,18 +193,16 @@ async def _relay_stream(
         async for chunk in answer.chunks():
             out = chunk if stripper is None else stripper.feed(chunk)
             if out:
-                await response.write(out)
-                _record(ex, headers, out)
+                await _send(ex, response, headers, out)
             kept.add(chunk)
         if stripper is not None and (rest := stripper.flush()):
-            await response.write(rest)
-            _record(ex, headers, rest)
+            await _send(ex, response, headers, rest)
         end = terminator(target) if answer.status < 300 else None
         if end is not None and end not in kept.tail():
             raise UpstreamTruncated()
     except UpstreamError as err:
         ex.error = err.message
-        await response.write(stream_error_event(target.provider.dialect, err))
+        await _send(ex, response, headers, stream_error_event(target.provider.dialect, err))
     except ConnectionResetError:
         ex.error = "client disconnected"
         ex.status = 499
