@@ -262,6 +262,18 @@ async def test_disabled_rules_do_not_count(limits: Limits) -> None:
     assert await limits.reserve("g", config, "openai", "m", None, 1)
 
 
+async def test_spend_applies_only_where_an_enabled_rule_holds_the_call(shared_limits: Limits) -> None:
+    """What passthrough asks before it meters a stream: the rules that a reservation would hold."""
+    rules = spend(
+        {**R1, "id": "pro", "metadata": {"plan": {"mode": "filter", "values": ["pro"]}}},
+        {**R1, "id": "off", "enabled": False},
+    ).spend_limits
+    assert shared_limits.spend_applies("g", rules, "openai", "m", {"plan": "pro"})
+    assert not shared_limits.spend_applies("g", rules, "openai", "m", {"plan": "free"})
+    assert not shared_limits.spend_applies("g", rules, "openai", "m", None)
+    assert not shared_limits.spend_applies("g", [], "openai", "m", {"plan": "pro"})
+
+
 async def test_settle_moves_the_cost_to_the_target_that_answered(limits: Limits) -> None:
     config = spend(
         {**R1, "id": "openai", "limit": 2, "provider": {"mode": "filter", "values": ["openai"]}},

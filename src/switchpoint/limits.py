@@ -341,6 +341,18 @@ class Limits:
         _check_spend(decisions, shape.rules, provider, model)
         return (shape, estimate, decisions[0][4])
 
+    def spend_applies(
+        self,
+        gateway_id: str,
+        spend_limits: list[SpendRule],
+        provider: str,
+        model: str | None,
+        metadata: Mapping[str, Any] | None,
+    ) -> bool:
+        """Whether any enabled rule of the gateway's `spend_limits` holds this call (its shape is kept: the
+        reservation finds it again)."""
+        return bool(spend_limits) and bool(self._spend_shape(gateway_id, spend_limits, provider, model, metadata).rules)
+
     def _spend_shape(
         self,
         gateway_id: str,
@@ -389,10 +401,11 @@ class Limits:
         model: str | None = None,
     ) -> None:
         """Correct the reservation with the real cost: refund the difference, or charge the excess (it is
-        spent already, so no check). `actual_cost` None (unpriced) keeps the estimate. When the answer came
-        from another provider or model than reserved (a fallback), the whole estimate goes back and the
-        cost is charged to the rules of the one that answered. Does not wait (`refund_soon`), never raises:
-        the call is over."""
+        spent already, so no check). `actual_cost` None keeps the estimate (`governance.settle_budget` never
+        passes it: a call without usage is settled with an estimate of what was relayed, or 0 when the provider
+        did not bill it). When the answer came from another provider or model than reserved (a fallback), the
+        whole estimate goes back and the cost is charged to the rules of the one that answered. Does not wait
+        (`refund_soon`), never raises: the call is over."""
         if reservation is None or actual_cost is None:
             return
         shape, estimate, at = reservation

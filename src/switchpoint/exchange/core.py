@@ -89,6 +89,7 @@ class Target:
     headers: CIMultiDict[str] | None = None  # extra headers for this target only (universal steps)
     translator: Translator | None = None  # set when the client speaks another dialect than the provider
     strip_usage: bool = False  # the gateway asked for stream usage the client did not: hide that chunk
+    max_tokens: int | None = None  # the request's own output cap, when its plan read it: the budget holds that
 
 
 @dataclass(slots=True)

@@ -34,7 +34,8 @@ def _usage_only(event: bytes) -> bool:
 
 
 class UsageChunkStripper:
-    """Drops the usage-only chunk (`choices: []`) that the gateway asked for on the client's behalf.
+    """Drops the usage-only chunk (`choices: []`) that the gateway asked for on the client's behalf, and the
+    `"usage":null` OpenAI adds to every other chunk once usage is asked for.
 
     Every other byte passes through unchanged; only the tail of an incomplete event is held back.
     """
@@ -51,11 +52,23 @@ class UsageChunkStripper:
         for match in _EVENT_END.finditer(buf):
             event = buf[start : match.end()]
             if not _usage_only(event):
-                out.append(event)
+                out.append(_without_null_usage(event) if _NULL_USAGE in event else event)
             start = match.end()
         self._buf = buf[start:]
         return b"".join(out)
 
     def flush(self) -> bytes:
         rest, self._buf = self._buf, b""
-        return b"" if _usage_only(rest) else rest
+        if _usage_only(rest):
+            return b""
+        return _without_null_usage(rest) if _NULL_USAGE in rest else rest
+
+
+_NULL_USAGE = b'"usage":null'
+
+
+def _without_null_usage(event: bytes) -> bytes:
+    """The event without its (compact, top-level) `"usage":null` member, as a chunk sent without usage is."""
+    if b',"usage":null' in event:
+        return event.replace(b',"usage":null', b"", 1)
+    return event.replace(b'"usage":null,', b"", 1)

@@ -61,10 +61,11 @@ def compat_target(
     translator = translator_for(client, provider, upstream_model) if kind == CHAT else None
     headers: CIMultiDict[str] | None = None
     strip_usage = False
+    max_tokens = output_cap(obj)  # before translation: the client's own field
     if translator is None:
         obj["model"] = upstream_model
         if kind == CHAT and provider.dialect is Dialect.OPENAI:
-            strip_usage = _ask_for_stream_usage(obj)
+            strip_usage = ask_for_stream_usage(obj)
         body = orjson.dumps(obj)
     else:
         try:
@@ -82,10 +83,20 @@ def compat_target(
         headers=headers,
         translator=translator,
         strip_usage=strip_usage,
+        max_tokens=max_tokens,
     )
 
 
-def _ask_for_stream_usage(obj: dict[str, Any]) -> bool:
+def output_cap(obj: dict[str, Any]) -> int | None:
+    """The request's own limit on output tokens (`max_completion_tokens`, else `max_tokens`), if it set one."""
+    for name in ("max_completion_tokens", "max_tokens"):
+        value = obj.get(name)
+        if type(value) is int and value > 0:
+            return value
+    return None
+
+
+def ask_for_stream_usage(obj: dict[str, Any]) -> bool:
     """Streams must be costed even when the client did not ask for usage: ask for it, and hide it later."""
     if obj.get("stream") is not True:
         return False
