@@ -565,3 +565,114 @@ async def test_different_keys_do_not_wait_for_each_other() -> None:
 
     await asyncio.gather(*(serve(cache, k, producer(k)) for k in ("a", "b", "c")))
     assert sorted(calls) == ["a", "b", "c"]
+
+
+# -- stores off the request path, shared live chunks ----------------------------------------------------
+
+
+class HeldStore(MemoryState):
+    """A store whose writes wait until `release` is set (or fail with `error`)."""
+
+    def __init__(self, error: BaseException | None = None) -> None:
+        super().__init__()
+        self.release = asyncio.Event()
+        self.error = error
+
+    async def set(self, key: str, value: bytes, ttl_s: float) -> None:
+        await self.release.wait()
+        if self.error is not None:
+            raise self.error
+        await super().set(key, value, ttl_s)
+
+
+async def test_publish_does_not_wait_for_the_store_and_the_flight_answers_until_it_lands() -> None:
+    store = HeldStore()
+    cache = ResponseCache(store)
+    leader = await cache.flight("k", CacheDirective(60)).enter()
+    leader.publish(ok())  # returns at once: the write is still held
+    leader.release()
+    assert await cache.lookup("k") is None and "k" in cache._flights
+    late = await cache.flight("k", CacheDirective(60)).enter()  # arrives meanwhile: served, no miss
+    assert late.answer == ok() and late.status == "HIT"
+    store.release.set()
+    await cache.aclose()
+    assert await cache.lookup("k") == ok() and not cache._flights and cache.failures == 0
+
+
+async def test_a_store_that_fails_in_any_way_is_counted() -> None:
+    store = HeldStore(RuntimeError("boom"))
+    cache = ResponseCache(store)
+    async with cache.flight("k", CacheDirective(60)) as flight:
+        flight.publish(ok())
+    store.release.set()
+    await cache.aclose()
+    assert cache.failures == 1 and not cache._flights
+
+
+async def test_aclose_cancels_stores_that_do_not_end_and_counts_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("switchpoint.cache.entries.CLOSE_WAIT_S", 0.01)
+    cache = ResponseCache(HeldStore())
+    cache.store_soon("k", ok(), 60)
+    await cache.aclose()
+    assert cache.failures == 1 and not cache._storing
+
+
+def opening(stream: bool = True) -> Any:
+    return lambda: (200, [("content-type", "text/event-stream"), ("x-request-id", "r1")], stream, "openai", "m")
+
+
+async def test_followers_share_the_leaders_chunks_past_the_cap_until_the_flight_ends() -> None:
+    cache = ResponseCache(MemoryState(), max_entry_bytes=10)
+    leader = await cache.flight("k", CacheDirective(60)).enter()
+    recorder = leader.recorder(opening())
+    recorder.add(b"data: 1\n\n")
+    follower = await cache.flight("k", CacheDirective(60)).enter()
+    live = follower.live
+    assert live is not None and follower.status == "HIT" and follower.answer is None
+    assert live.chunks is recorder.chunks  # one list, read by index: nothing copied per follower
+    assert (live.status, list(live.header_map.items())) == (200, [("content-type", "text/event-stream")])
+    recorder.add(b"data: 2\n\n")  # past the cap: not cacheable, still kept for followers
+    assert recorder.overflowed and live.chunks == [b"data: 1\n\n", b"data: 2\n\n"]
+    late = await cache.flight("k", CacheDirective(60)).enter()
+    assert late.live is live and live.joined == 2
+    leader.publish(recorder.answer(200, (), True), True, None, Usage(1, 2), b"body", 18)
+    leader.release()
+    assert live.ended and live.complete and live.usage == Usage(1, 2) and not cache._flights
+    assert await cache.lookup("k") is None  # too large to store
+    follower.leave()
+    late.leave()
+    assert live.joined == 0
+
+
+async def test_a_recorder_without_followers_drops_its_chunks_past_the_cap() -> None:
+    cache = ResponseCache(MemoryState(), max_entry_bytes=10)
+    recorder = cache.recorder()
+    recorder.add(b"data: 1\n\n")
+    recorder.add(b"data: 2\n\n")
+    assert recorder.overflowed and recorder.chunks == [] and recorder.answer(200, (), True) is None
+
+
+async def test_a_whole_answer_reaches_its_waiters_when_published_not_live() -> None:
+    cache = ResponseCache(MemoryState())
+    leader = await cache.flight("k", CacheDirective(60)).enter()
+    waiter = asyncio.ensure_future(cache.flight("k", CacheDirective(60)).enter())
+    await asyncio.sleep(0)
+    recorder = leader.recorder(opening(stream=False))
+    recorder.add(b'{"answer":1}')
+    await asyncio.sleep(0)
+    assert not waiter.done()  # a whole answer is not followed chunk by chunk
+    leader.publish(ok())
+    leader.release()
+    got = await waiter
+    assert got.answer == ok() and got.live is None
+    await cache.aclose()
+    assert not cache._flights
+
+
+async def test_a_joiner_waits_its_own_first_byte_timeout_at_most() -> None:
+    cache = ResponseCache(MemoryState())
+    leader = await cache.flight("k", CacheDirective(60)).enter()
+    with pytest.raises(TimeoutError):
+        await cache.flight("k", CacheDirective(60)).enter(20)
+    assert leader.leads and not leader.followed  # the one that gave up no longer counts
+    leader.release()

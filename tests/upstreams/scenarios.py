@@ -1,7 +1,9 @@
 """Failure scenarios the fake providers act out, selected by the request's model name.
 
 The part of the model after its last ``/`` is matched, so ``@cf/x/error-500`` and ``error-500`` select
-the same scenario; every SDK can send any model string, so tests need no side channel.
+the same scenario; every SDK can send any model string, so tests need no side channel. ``reset-after-`` and
+``truncated-after-<n>-chunks`` take an optional ``-paced-<ms>``: that many ms between events instead of the
+default pace.
 """
 
 from __future__ import annotations
@@ -55,8 +57,14 @@ _PATTERNS: list[tuple[re.Pattern[str], Callable[[re.Match[str]], Scenario]]] = [
     ),
     (re.compile(r"error-(\d{3})"), lambda m: Scenario("error", status=int(m[1]))),
     (re.compile(r"reset-before-headers"), lambda m: Scenario("reset-before-headers")),
-    (re.compile(r"reset-after-(\d+)-chunks?"), lambda m: Scenario("reset-after", chunks=int(m[1]))),
-    (re.compile(r"truncated-after-(\d+)-chunks?"), lambda m: Scenario("truncated-after", chunks=int(m[1]))),
+    (
+        re.compile(r"reset-after-(\d+)-chunks?(?:-paced-(\d+))?"),
+        lambda m: Scenario("reset-after", chunks=int(m[1]), delay=int(m[2] or 0) / 1000),
+    ),
+    (
+        re.compile(r"truncated-after-(\d+)-chunks?(?:-paced-(\d+))?"),
+        lambda m: Scenario("truncated-after", chunks=int(m[1]), delay=int(m[2] or 0) / 1000),
+    ),
     (re.compile(r"stall-before-(\d+)"), lambda m: Scenario("stall-before", delay=int(m[1]) / 1000)),
     (
         re.compile(r"stall-after-(\d+)-chunks?-(\d+)"),

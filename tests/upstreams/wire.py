@@ -145,7 +145,7 @@ async def deliver(request: web.Request, reply: Reply, scenario: Scenario) -> web
             **reply.headers,
         }
         pace = DEFAULT_PACE
-    if scenario.kind == "slow-chunks":
+    if scenario.kind == "slow-chunks" or (scenario.kind in ("reset-after", "truncated-after") and scenario.delay):
         pace = scenario.delay
     response = web.StreamResponse(status=reply.status, headers=headers)
     response.enable_chunked_encoding()

@@ -90,21 +90,13 @@ class Live:
         if self._flights.get(self._key) is self:
             del self._flights[self._key]
 
-    def keep_past_cap(self) -> bool:
-        """The answer outgrew the entry cap: keep its chunks for followers while someone joined; else
-        close to joiners (later calls make their own) and let the chunks go."""
-        if self.joined:
-            return True
-        self.close()
-        self.chunks = []
-        return False
-
 
 class Recorder:
     """Collects an answer's chunks while they are relayed, up to `max_bytes`; beyond that it lets go of them
     (the answer is still served, just not cached). A flight's recorder shares its chunks with the calls
-    following the stream (`live`), past the cap too while they do. `orphaned`: the leading client left and
-    the relay reads on for followers only."""
+    following the stream (`live`), past the cap too (a late joiner needs them all): they go when the flight
+    ends and its last follower is done. `orphaned`: the leading client left and the relay reads on for
+    followers only."""
 
     __slots__ = ("_opening", "chunks", "live", "max_bytes", "orphaned", "overflowed", "size")
 
@@ -129,9 +121,9 @@ class Recorder:
         self.size += len(chunk)
         live = self.live
         if self.size > self.max_bytes and not self.overflowed:
-            self.overflowed = True
-            if live is None or not live.keep_past_cap():
-                self.chunks, self.live, live = [], None, None
+            self.overflowed = True  # not cacheable; a live stream keeps its chunks: a late joiner needs them all
+            if live is None:
+                self.chunks = []
         if live is not None:
             self.chunks.append(chunk)
             live.wake()
