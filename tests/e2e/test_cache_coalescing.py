@@ -230,3 +230,23 @@ async def test_a_waiter_keeps_its_own_first_byte_timeout(stack: GatewayStack) ->
         leader = await lead
     assert hasty.status == 504 and leader.status == 200
     assert len(upstream_calls(stack, "openai", model)) == 1
+
+
+async def test_waiters_for_a_whole_answer_get_it_when_the_first_caller_leaves(stack: GatewayStack) -> None:
+    """Not a stream: waiters wait for the answer and replay it; the first caller leaving does not cancel the
+    upstream call they wait for, nor send them upstream again."""
+    model = f"slow-chunks-{PACE_MS}-coalesce-whole"
+    url = stack.url("cached", "compat/chat/completions")
+    body = orjson.dumps({"model": f"openai/{model}", "messages": [{"role": "user", "content": WORDS}]})
+    async with aiohttp.ClientSession() as session:
+        lead = asyncio.ensure_future(read(session, url, body))
+        await asyncio.sleep(PACE)  # the body comes in pieces, one a pace
+        assert cache_of(stack)._flights
+        waiters = [asyncio.ensure_future(read(session, url, body)) for _ in range(2)]
+        await asyncio.sleep(PACE)
+        lead.cancel()  # the first caller leaves before its answer
+        got = await asyncio.wait_for(asyncio.gather(*waiters), 30)
+    assert [w.status for w in got] == [200, 200] and got[0].body == got[1].body
+    assert orjson.loads(got[0].body)["choices"][0]["message"]["content"] == f"echo: {WORDS}"
+    assert [w.header("cf-aig-cache-status") for w in got] == ["HIT", "HIT"]
+    assert [r.outcome for r in upstream_calls(stack, "openai", model)] == ["complete"]
