@@ -20,7 +20,7 @@ def client(stack: GatewayStack, gateway: str, **headers: str) -> openai.OpenAI:
 
 
 def sent_count(stack: GatewayStack, model: str) -> int:
-    return sum(1 for r in stack.ups.requests_for("openai") if (r.json() or {}).get("model") == model)
+    return sum(1 for r in stack.ups.requests_for("openai") if r.model == model)
 
 
 def test_second_identical_call_is_a_hit_and_never_reaches_the_provider(stack: GatewayStack) -> None:

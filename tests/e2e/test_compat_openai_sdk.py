@@ -37,7 +37,7 @@ def test_compat_chat_reaches_the_provider_with_the_bare_model(stack: GatewayStac
     answer = raw.parse()
     assert answer.choices[0].message.content == "echo: hello there"
     assert answer.model == "gpt-4o-mini"
-    sent = [r for r in stack.ups.requests_for("openai") if r.json().get("model") == "gpt-4o-mini"][-1]
+    sent = [r for r in stack.ups.requests_for("openai") if r.model == "gpt-4o-mini"][-1]
     assert sent.path == "/v1/chat/completions"
     assert sent.json()["messages"] == USER
     assert sent.api_key == "sk-test"
@@ -130,7 +130,7 @@ def test_stream_without_usage_is_still_costed_and_the_client_sees_no_extra_chunk
     assert all(c.choices for c in chunks), "the usage-only chunk the gateway asked for must not reach the client"
     assert all(c.usage is None for c in chunks)
     assert "".join(c.choices[0].delta.content or "" for c in chunks) == "echo: hello there"
-    sent = [r for r in stack.ups.requests_for("openai") if r.json()["model"] == "gpt-4o-mini-usage-hidden"][-1]
+    sent = [r for r in stack.ups.requests_for("openai") if r.model == "gpt-4o-mini-usage-hidden"][-1]
     assert sent.json()["stream_options"] == {"include_usage": True}
     record = stack.log_record(raw.headers["cf-aig-log-id"])
     assert record["tokens_in"] and record["tokens_out"]
