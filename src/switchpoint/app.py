@@ -140,6 +140,7 @@ async def runtime_ctx(app: web.Application) -> AsyncIterator[None]:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
+    await cache.aclose()  # cache writes still running finish before the state they write to closes
 
 
 async def state_ctx(app: web.Application) -> AsyncIterator[None]:
