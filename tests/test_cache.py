@@ -676,3 +676,24 @@ async def test_a_joiner_waits_its_own_first_byte_timeout_at_most() -> None:
         await cache.flight("k", CacheDirective(60)).enter(20)
     assert leader.leads and not leader.followed  # the one that gave up no longer counts
     leader.release()
+
+
+async def test_a_stream_past_the_cap_that_nobody_follows_takes_no_joiners_and_keeps_no_chunks() -> None:
+    cache = ResponseCache(MemoryState(), max_entry_bytes=10)
+    leader = await cache.flight("k", CacheDirective(60)).enter()
+    recorder = leader.recorder(opening())
+    recorder.add(b"data: 1\n\n")
+    live = recorder.live
+    assert live is not None and cache._flights["k"] is live
+    recorder.add(b"data: 2\n\n")  # past the cap, nobody following
+    assert recorder.overflowed and recorder.chunks == [] and live.chunks == [] and recorder.live is None
+    assert "k" not in cache._flights and not recorder.followed
+    late = await cache.flight("k", CacheDirective(60)).enter()
+    assert late.live is None and late.answer is None and late.leads  # it makes its own call
+    recorder.add(b"data: 3\n\n")
+    assert recorder.chunks == [] and recorder.answer(200, (), True) is None
+    leader.publish(None, True, None, None, None, 27)
+    leader.release()
+    assert cache._flights["k"] is not live  # the late call's own flight is left alone
+    late.release()
+    assert not cache._flights

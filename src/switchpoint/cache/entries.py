@@ -94,8 +94,9 @@ class Live:
 class Recorder:
     """Collects an answer's chunks while they are relayed, up to `max_bytes`; beyond that it lets go of them
     (the answer is still served, just not cached). A flight's recorder shares its chunks with the calls
-    following the stream (`live`), past the cap too (a late joiner needs them all): they go when the flight
-    ends and its last follower is done. `orphaned`: the leading client left and the relay reads on for
+    following the stream (`live`): when some follow as it passes the cap, they are kept (a late joiner needs
+    them all) and go when the flight ends and its last follower is done; when none does, the flight takes
+    no more joiners and lets go of them. `orphaned`: the leading client left and the relay reads on for
     followers only."""
 
     __slots__ = ("_opening", "chunks", "live", "max_bytes", "orphaned", "overflowed", "size")
@@ -121,9 +122,16 @@ class Recorder:
         self.size += len(chunk)
         live = self.live
         if self.size > self.max_bytes and not self.overflowed:
-            self.overflowed = True  # not cacheable; a live stream keeps its chunks: a late joiner needs them all
+            self.overflowed = True  # not cacheable
+            if live is not None and live.joined == 0:
+                # Nobody follows: take no more joiners (a late one would need every chunk) and keep none, so
+                # a stream past the cap holds no more memory than any uncached one.
+                live.close()
+                live.chunks = []
+                live = self.live = None
             if live is None:
                 self.chunks = []
+            # else: followers read these chunks; they are kept, for followers that join later too
         if live is not None:
             self.chunks.append(chunk)
             live.wake()
