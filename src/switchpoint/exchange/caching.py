@@ -188,7 +188,7 @@ def _credential_headers(provider: Provider) -> tuple[str, ...]:
     """The client headers `upstream_headers` may take the provider credential from, once per provider."""
     known = _CREDENTIAL_HEADERS.get(provider.name)
     if known is None or known[0] is not provider:
-        names = tuple(dict.fromkeys(name.lower() for name in (provider.auth.header, *provider.key_headers, *KEY_SLOTS)))
+        names = tuple(dict.fromkeys((*_sent_key_headers(provider), *KEY_SLOTS)))
         known = _CREDENTIAL_HEADERS[provider.name] = (provider, names)
     return known[1]
 

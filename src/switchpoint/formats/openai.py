@@ -52,16 +52,14 @@ class UsageChunkStripper:
         for match in _EVENT_END.finditer(buf):
             event = buf[start : match.end()]
             if not _usage_only(event):
-                out.append(_without_null_usage(event) if _NULL_USAGE in event else event)
+                out.append(_without_null_usage(event))
             start = match.end()
         self._buf = buf[start:]
         return b"".join(out)
 
     def flush(self) -> bytes:
         rest, self._buf = self._buf, b""
-        if _usage_only(rest):
-            return b""
-        return _without_null_usage(rest) if _NULL_USAGE in rest else rest
+        return b"" if _usage_only(rest) else _without_null_usage(rest)
 
 
 _NULL_USAGE = b'"usage":null'
@@ -69,6 +67,8 @@ _NULL_USAGE = b'"usage":null'
 
 def _without_null_usage(event: bytes) -> bytes:
     """The event without its (compact, top-level) `"usage":null` member, as a chunk sent without usage is."""
+    if _NULL_USAGE not in event:
+        return event
     if b',"usage":null' in event:
         return event.replace(b',"usage":null', b"", 1)
     return event.replace(b'"usage":null,', b"", 1)

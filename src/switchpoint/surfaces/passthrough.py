@@ -18,7 +18,7 @@ from switchpoint.providers.base import Dialect, Provider
 from switchpoint.surfaces.common import serve_call
 from switchpoint.surfaces.planning import ask_for_stream_usage
 
-# Only small JSON bodies are parsed, and only to name the model in the log.
+# Only small JSON bodies are parsed: to name the model in the log, and to meter a budgeted stream.
 _MODEL_PEEK_LIMIT = 1 << 20
 _ASK_FOR_USAGE = b'{"stream_options":{"include_usage":true},'
 
@@ -38,8 +38,6 @@ def _peek_model(body: bytes, rest: str) -> tuple[str | None, bool, dict[str, Any
             value = obj.get("model")
             model = value if isinstance(value, str) else None
             stream = obj.get("stream") is True
-        else:
-            obj = None
     if model is None and "@" in rest:
         model = rest[rest.index("@") :]
     return model, stream, obj
