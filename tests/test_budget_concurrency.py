@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from decimal import Decimal
@@ -19,15 +18,14 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
-from aiohttp import web
 
-from switchpoint.app import build_app
 from switchpoint.config import Config
 from switchpoint.state.base import EPSILON
-from tests.state.redis_support import delete_prefix, redis_url
+from tests.state.redis_support import delete_prefix, redis_url, state_url
+from tests.support.served import log_rows, served
 from tests.upstreams.server import Upstreams, start_upstreams
 
-__all__ = ["redis_url"]
+__all__ = ["redis_url", "state_url"]
 
 LIMIT = 0.1
 SLOW_MODEL = "slow-chunks-20"  # the fake answers in pieces 20 ms apart: every call is in flight at once
@@ -46,24 +44,13 @@ async def gateway(tmp_path: Path, state_url: str | None, rule: dict[str, Any]) -
             "gateways": {name: {"spend_limits": [rule]}},
         }
     )
-    runner = web.AppRunner(build_app(config), access_log=None, handler_cancellation=True)
     try:
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = runner.addresses[0][:2]
-        yield f"http://{host}:{port}/v1/acct/{name}/compat/chat/completions", ups
-    finally:
-        await runner.cleanup()  # drains the log writer: every record is in the database after this
+        async with served(config) as (origin, _):
+            yield f"{origin}/v1/acct/{name}/compat/chat/completions", ups
+    finally:  # served drains the log writer on the way out: every record is in the database after this
         await ups.close()
         if state_url is not None:
             await delete_prefix(state_url, f"sp:c:{rule.get('technique', 'sliding')}:{rule['window']}:sl:{name}:")
-
-
-@pytest.fixture(params=["memory", "redis"])
-def state_url(request: pytest.FixtureRequest) -> str | None:
-    """None: in-process state; else the shared Redis (skipped without one, failed when CI=true)."""
-    return request.getfixturevalue("redis_url") if request.param == "redis" else None
 
 
 async def fire(
@@ -84,15 +71,6 @@ async def fire(
         return await asyncio.gather(*(one() for _ in range(n)))
 
 
-def logged(data_dir: Path) -> list[dict[str, Any]]:
-    con = sqlite3.connect(data_dir / "switchpoint.db")
-    con.row_factory = sqlite3.Row
-    try:
-        return [dict(row) for row in con.execute("SELECT status_code, cost FROM logs")]
-    finally:
-        con.close()
-
-
 async def test_thirty_concurrent_calls_against_ten_calls_of_budget_admit_exactly_ten(
     tmp_path: Path, state_url: str | None
 ) -> None:
@@ -105,7 +83,7 @@ async def test_thirty_concurrent_calls_against_ten_calls_of_budget_admit_exactly
     refused = [body["error"] for status, body in answers if status == 429]
     assert len(refused) == 20 and {err["code"] for err in refused} == {2041}, refused
     assert sent == 10  # the refused calls never reached the provider
-    records = logged(tmp_path)
+    records = log_rows(tmp_path)
     assert len(records) == 30
     spent = sum(r["cost"] or 0.0 for r in records if r["status_code"] == 200)
     assert spent == pytest.approx(0.1) and spent <= LIMIT + EPSILON
@@ -132,7 +110,7 @@ async def test_overspend_is_bounded_by_the_calls_in_flight(tmp_path: Path, state
     ok = [status for status, _ in answers].count(200)
     assert 0 < ok < 24
     assert [status for status, _ in after] == [429] * 3
-    costs = [r["cost"] for r in logged(tmp_path) if r["status_code"] == 200]
+    costs = [r["cost"] for r in log_rows(tmp_path) if r["status_code"] == 200]
     assert len(costs) == ok
     actual = max(costs)
     assert actual > 1.5 * estimate  # the premise: every call outspends its reservation

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-import sqlite3
 import types
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -24,16 +23,17 @@ import orjson
 import pytest
 from aiohttp import web
 
-from switchpoint.app import STATE, build_app
+from switchpoint.app import STATE
 from switchpoint.config import Config
 from switchpoint.state import Charge
-from tests.state.redis_support import delete_prefix, redis_url
+from tests.state.redis_support import delete_prefix, redis_url, state_url
+from tests.support.served import log_rows, served
 from tests.upstreams import content as fake_content
 from tests.upstreams import openai as fake_openai
 from tests.upstreams import wire as fake_wire
 from tests.upstreams.server import Upstreams, start_upstreams
 
-__all__ = ["redis_url"]
+__all__ = ["redis_url", "state_url"]
 
 OUT = 2.0**-8  # USD per output token of the priced test models: 512 tokens (a reservation's guess) cost $2
 CHEAP_OUT = 2.0**-10  # ... of the streamed model: 512 tokens cost $0.50, 2048 (its answer) $2
@@ -80,11 +80,6 @@ class Gateway:
         return held
 
 
-@pytest.fixture(params=["memory", "redis"])
-def state_url(request: pytest.FixtureRequest) -> str | None:
-    return request.getfixturevalue("redis_url") if request.param == "redis" else None
-
-
 @asynccontextmanager
 async def gateway(tmp_path: Path, state_url: str | None, limit: float, **settings: Any) -> AsyncIterator[Gateway]:
     ups = await start_upstreams()
@@ -98,16 +93,10 @@ async def gateway(tmp_path: Path, state_url: str | None, limit: float, **setting
             "gateways": {name: {"spend_limits": [{**RULE, "limit": limit}], **settings}},
         }
     )
-    app = build_app(config)
-    runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
     try:
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = runner.addresses[0][:2]
-        yield Gateway(f"http://{host}:{port}", name, app, ups, limit)
+        async with served(config) as (origin, app):
+            yield Gateway(origin, name, app, ups, limit)
     finally:
-        await runner.cleanup()
         await ups.close()
         if state_url is not None:
             await delete_prefix(state_url, f"sp:c:fixed:3600:sl:{name}:")
@@ -124,15 +113,6 @@ def prompt_for(completion_tokens: int) -> str:
 
 def chat(model: str, text: str = "hi", **extra: Any) -> bytes:
     return orjson.dumps({"model": model, "messages": [{"role": "user", "content": text}], **extra})
-
-
-def logged(data_dir: Path) -> list[dict[str, Any]]:
-    con = sqlite3.connect(data_dir / "switchpoint.db")
-    con.row_factory = sqlite3.Row
-    try:
-        return [dict(row) for row in con.execute("SELECT * FROM logs ORDER BY id")]
-    finally:
-        con.close()
 
 
 async def post(session: aiohttp.ClientSession, url: str, body: bytes, user: str, **headers: str) -> tuple[int, bytes]:
@@ -195,7 +175,7 @@ async def test_passthrough_streams_without_usage_are_charged_their_real_cost(
     assert all(answer == expected for _, answer in answers[:3])
     assert b'"usage"' not in expected  # the client asked for none, and got none
     assert [s["stream_options"] for s in sent] == [{"include_usage": True}] * 3
-    costs = [r["cost"] for r in logged(tmp_path) if r["status_code"] == 200]
+    costs = [r["cost"] for r in log_rows(tmp_path) if r["status_code"] == 200]
     assert costs == [2.0, 2.0, 2.0]
 
 
@@ -224,7 +204,7 @@ async def test_a_truncated_stream_is_charged_for_what_it_relayed(tmp_path: Path,
         status, answer = await post(session, gw.url("openai/chat/completions"), body, "cut")
         await asyncio.sleep(0.1)  # the settlement runs once the client has the end of the stream
         spent = await gw.spent("cut")
-    (record,) = logged(tmp_path)
+    (record,) = log_rows(tmp_path)
     assert status == 200 and b'"error"' in answer  # the stream ends with an error event
     assert record["cost"] is None  # the log does not know the cost...
     assert record["response_size"] > 0
@@ -243,7 +223,7 @@ async def test_a_stream_the_client_leaves_is_charged_for_what_it_relayed(tmp_pat
             held = await gw.spent("leaver")  # the reservation, while the call is in flight
             response.close()  # gone while the provider still streams
         spent = await gw.settled("leaver", held)
-    (record,) = logged(tmp_path)
+    (record,) = log_rows(tmp_path)
     assert record["status_code"] == 499 and record["cost"] is None
     assert 0 < len(seen) <= record["response_size"]  # what the provider sent before the client left
     assert held > 2 and spent == relayed_estimate(record) != held

@@ -43,6 +43,13 @@ def redis_url() -> str:
     return SHARED_URL
 
 
+@pytest.fixture(params=["memory", "redis"])
+def state_url(request: pytest.FixtureRequest) -> str | None:
+    """Each test twice: None (in-process state), then the shared Redis (as `redis_url`: skipped without
+    one, failed when CI=true)."""
+    return request.getfixturevalue("redis_url") if request.param == "redis" else None
+
+
 async def delete_prefix(url: str, prefix: str) -> None:
     client = Redis.from_url(url)
     try:

@@ -7,7 +7,6 @@ gateway writes and mint tokens and keys in it the way the CLI does.
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -22,6 +21,7 @@ from switchpoint.app import build_app
 from switchpoint.config import load_config
 from switchpoint.store import db, repo
 from switchpoint.store.secrets import Sealer, load_master_key
+from tests.support.served import log_rows
 from tests.upstreams.server import Upstreams, start_upstreams
 
 ACCOUNT = "acct"
@@ -175,9 +175,4 @@ class GatewayStack:
             time.sleep(0.05)
 
     def log_rows(self, where: str = "1=1", params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
-        con = sqlite3.connect(self.data_dir / "switchpoint.db")
-        con.row_factory = sqlite3.Row
-        try:
-            return [dict(r) for r in con.execute(f"SELECT * FROM logs WHERE {where}", params)]
-        finally:
-            con.close()
+        return log_rows(self.data_dir, where, params)
