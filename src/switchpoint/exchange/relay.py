@@ -6,11 +6,12 @@ its terminator gets an error event in its own dialect, so no client mistakes it 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 
 from aiohttp import web
 from multidict import CIMultiDict, istr
 
+from switchpoint.cache import Recorder
 from switchpoint.errors import GatewayError, UpstreamError, UpstreamTruncated
 from switchpoint.exchange.core import MAX_LOGGED_BODY, Exchange, Target
 from switchpoint.formats import anthropic, openai
@@ -97,19 +98,28 @@ def _record(ex: Exchange, headers: CIMultiDict[str], data: bytes | None = None) 
         ex.recorder.add(data)
 
 
-async def _send(ex: Exchange, response: web.StreamResponse, headers: CIMultiDict[str], data: bytes) -> None:
-    """Record a stream's chunk, then write it to the client. Identical calls may follow this stream (the
-    cache's `Recorder.followed`): once the client has left, it is read on for them, written to nobody."""
+def _send(ex: Exchange, response: web.StreamResponse, headers: CIMultiDict[str], data: bytes) -> Awaitable[None]:
+    """Record a stream's chunk, then write it to the client: await what it returns. Only a stream other calls
+    can follow (the cache's `Recorder.live`) needs more than the write (`_send_followed`); every other
+    stream's chunk goes without a coroutine of its own."""
     _record(ex, headers, data)
     recorder = ex.recorder
-    if recorder is not None and recorder.orphaned:
+    if recorder is None or (recorder.live is None and not recorder.orphaned):
+        return response.write(data)
+    return _send_followed(recorder, response, data)
+
+
+async def _send_followed(recorder: Recorder, response: web.StreamResponse, data: bytes) -> None:
+    """Identical calls may follow this stream (`Recorder.followed`): once the client has left, it is read on
+    for them, written to nobody."""
+    if recorder.orphaned:
         if not recorder.followed:
             raise ConnectionResetError("nobody reads this stream any more")
         return
     try:
         await response.write(data)
     except ConnectionResetError:
-        if recorder is None or not recorder.followed:
+        if not recorder.followed:
             raise
         recorder.orphaned = True
 
