@@ -234,6 +234,10 @@ async def test_a_waiter_keeps_its_own_first_byte_timeout(stack: GatewayStack) ->
         assert not lead.done()  # answered before the first call had its first byte
         leader = await lead
     assert hasty.status == 504 and leader.status == 200
+    assert hasty.header("content-type").startswith("application/json")
+    error = orjson.loads(hasty.body)["error"]  # as its own call's timeout: OpenAI's body, Cloudflare's code
+    assert (error["type"], error["code"], error["param"]) == ("timeout_error", 2005, None)
+    assert error["message"] == "Provider sent no response within 200 ms"
     assert len(upstream_calls(stack, "openai", model)) == 1
 
 
