@@ -121,6 +121,11 @@ class UpstreamTimeout(UpstreamError):
     openai_type = "timeout_error"
     default_message = "Provider did not answer in time"
 
+    @classmethod
+    def first_byte(cls, timeout_ms: float) -> UpstreamTimeout:
+        """No first byte within the call's `timeout_ms` (`cf-aig-request-timeout`, or the gateway's)."""
+        return cls(f"Provider sent no response within {timeout_ms:.0f} ms")
+
 
 class UpstreamReset(UpstreamError):
     default_message = "Provider connection was reset"

@@ -287,7 +287,7 @@ class Upstream:
                 raise  # a POST may have been read: only the attempt loop, which counts, may send it again
             except TimeoutError:
                 self._discard(conn)
-                raise UpstreamTimeout(f"Provider sent no response within {timeout * 1000:.0f} ms") from None
+                raise UpstreamTimeout.first_byte(timeout * 1000) from None
             except BaseException:
                 self._discard(conn)
                 raise

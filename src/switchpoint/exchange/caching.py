@@ -68,7 +68,7 @@ async def _answer(
     try:
         await flight.enter(timeout_ms)
     except TimeoutError:  # a joiner's own first-byte timeout, as its own call would have had it
-        raise UpstreamTimeout(f"Provider sent no response within {timeout_ms} ms") from None
+        raise UpstreamTimeout.first_byte(timeout_ms or 0) from None  # (raised only when there is one)
     answer = flight.answer
     if answer is not None:  # a hit registered no flight: nothing to release
         ex.cache_status = HIT
